@@ -1,0 +1,215 @@
+"""Every loss of the method, as pure functions of NHWC arrays.
+
+Conventions: ``logits`` are raw class scores ``[N, H, W, C]``; every function casts its floating
+inputs to float32 before computing (bf16 activations are common on accelerators, and softmax /
+log reductions in bf16 lose too much precision) and returns a float32 scalar unless stated
+otherwise. Teachers are wrapped in ``jax.lax.stop_gradient``. Where the released DAKD code differs
+from the paper, both behaviours are available (see docs and ``spec/decisions.md``).
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+IGNORE_LABEL = 255
+KL_MODES = ('paper', 'legacy_zero', 'modern_surrogate')
+GAN_MODES = ('bce', 'lsgan')
+# ADVENT adds this inside log2 so that p = 0 gives 0 * finite instead of 0 * -inf.
+_ENTROPY_EPS = 1e-30
+
+
+def _f32(x: jax.Array) -> jax.Array:
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+def _check_same_shape(fn: str, a: jax.Array, b: jax.Array) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f'{fn}: student shape {a.shape} != teacher shape {b.shape}; expected equal '
+                     'NHWC shapes (resize the teacher first).')
+
+
+def _safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
+  """num / den, or exactly 0 (with zero gradient) where den == 0."""
+  nonzero = den > 0
+  return jnp.where(nonzero, num / jnp.where(nonzero, den, 1.0), 0.0)
+
+
+def segmentation_cross_entropy(logits: jax.Array,
+                               labels: jax.Array,
+                               ignore_label: int = IGNORE_LABEL,
+                               weights: Optional[jax.Array] = None) -> jax.Array:
+  """Pixel cross-entropy averaged over valid pixels (the official ``CrossEntropy2d``).
+
+  Args:
+    logits: ``[N, H, W, C]`` class scores (log-probabilities work too: log_softmax is idempotent).
+    labels: ``[N, H, W]`` integer train ids. Pixels equal to ``ignore_label`` or outside
+      ``[0, C)`` are ignored.
+    ignore_label: label value to ignore.
+    weights: optional ``[C]`` class weights; as in ``torch.nn.functional.cross_entropy`` the
+      result is then ``sum(w[y] * nll) / sum(w[y])`` over valid pixels.
+
+  Returns:
+    Float32 scalar: mean over valid pixels; exactly 0 with zero gradient when no pixel is valid
+    (an all-ignore crop must not turn the step into NaN).
+  """
+  if logits.shape[:-1] != labels.shape:
+    raise ValueError(f'segmentation_cross_entropy: logits shape {logits.shape} does not match '
+                     f'labels shape {labels.shape}; expected [N, H, W, C] and [N, H, W].')
+  num_classes = logits.shape[-1]
+  log_probs = jax.nn.log_softmax(_f32(logits), axis=-1)
+  valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
+  safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  pixel_weight = valid.astype(jnp.float32)
+  if weights is not None:
+    pixel_weight = pixel_weight * _f32(weights)[safe_labels]
+  return _safe_divide(jnp.sum(pixel_weight * nll), jnp.sum(pixel_weight))
+
+
+def adversarial_loss(d_logits: jax.Array, target: float, gan: str = 'bce') -> jax.Array:
+  """GAN loss of a patch discriminator against a constant domain label.
+
+  Args:
+    d_logits: ``[N, h, w, 1]`` discriminator logits.
+    target: 0.0 = source domain, 1.0 = target domain (the official label convention).
+    gan: ``'bce'`` (``BCEWithLogitsLoss``, computed stably as softplus(x) - x * t) or
+      ``'lsgan'`` (``MSELoss`` of the raw logits to the label, as AdaptSegNet's LS-GAN option).
+
+  Returns:
+    Float32 scalar: mean over all N*h*w*1 cells.
+  """
+  if target not in (0.0, 1.0):
+    raise ValueError('adversarial_loss: target must be 0.0 (source) or 1.0 (target), '
+                     f'got {target!r}.')
+  x = _f32(d_logits)
+  if gan == 'bce':
+    return jnp.mean(jax.nn.softplus(x) - x * target)
+  if gan == 'lsgan':
+    return jnp.mean(jnp.square(x - target))
+  raise ValueError(f'adversarial_loss: gan must be one of {GAN_MODES}, got {gan!r}.')
+
+
+def kl_distillation(student_logits: jax.Array,
+                    teacher_logits: jax.Array,
+                    mode: str = 'paper',
+                    mask: Optional[jax.Array] = None) -> jax.Array:
+  """Output-space KL distillation, in the paper's form or as the released code computes it.
+
+  Args:
+    student_logits: ``[N, H, W, C]``.
+    teacher_logits: ``[N, H, W, C]``; gradient is stopped.
+    mode:
+      * ``'paper'``: KL(p_T || p_S) summed over classes, mean over (valid) pixels.
+      * ``'legacy_zero'``: the released code calls ``nn.KLDivLoss()(log p_S, log p_T)``, i.e. it
+        passes log-probabilities where probabilities are expected. On torch <= 1.10 (the paper's
+        era) every target element is <= 0 and contributes 0 to the value and 0 to the gradient,
+        so the term is identically zero. Kept to reproduce released runs; returns a constant 0.
+      * ``'modern_surrogate'``: the same call on torch >= 1.11 returns NaN (log of a negative
+        target) but back-propagates the gradient of mean(-log p_T * log p_S) over all N*H*W*C
+        elements. This returns that surrogate, a finite value with exactly torch's gradient.
+    mask: optional ``[N, H, W]`` boolean valid-pixel mask, ``'paper'`` mode only (the released
+      code never masks).
+
+  Returns:
+    Float32 scalar. In ``'paper'`` mode exactly 0 if the mask selects no pixel.
+  """
+  _check_same_shape('kl_distillation', student_logits, teacher_logits)
+  if mode not in KL_MODES:
+    raise ValueError(f'kl_distillation: mode must be one of {KL_MODES}, got {mode!r}.')
+  if mask is not None and mode != 'paper':
+    raise ValueError(f"kl_distillation: mask is only supported with mode='paper', got {mode!r}.")
+  if mode == 'legacy_zero':
+    return jnp.zeros((), jnp.float32)
+  log_s = jax.nn.log_softmax(_f32(student_logits), axis=-1)
+  log_t = jax.nn.log_softmax(_f32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
+  if mode == 'modern_surrogate':
+    return jnp.mean(-log_t * log_s)
+  pixel_kl = jnp.sum(jnp.exp(log_t) * (log_t - log_s), axis=-1)
+  if mask is None:
+    return jnp.mean(pixel_kl)
+  if mask.shape != pixel_kl.shape:
+    raise ValueError(f'kl_distillation: mask shape {mask.shape} != {pixel_kl.shape}; '
+                     'expected [N, H, W].')
+  m = _f32(mask)
+  return _safe_divide(jnp.sum(m * pixel_kl), jnp.sum(m))
+
+
+def mse_distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """Mean squared error to the teacher (``nn.MSELoss()``), teacher gradient stopped.
+
+  Args:
+    student: any shape, e.g. ``[N, H, W, C]`` aux-head log-probs (the released code) or features.
+    teacher: same shape as ``student``.
+
+  Returns:
+    Float32 scalar: mean over all elements.
+  """
+  _check_same_shape('mse_distillation', student, teacher)
+  return jnp.mean(jnp.square(_f32(student) - _f32(jax.lax.stop_gradient(teacher))))
+
+
+def pseudo_label_cross_entropy(student_logits: jax.Array,
+                               teacher_logits: jax.Array,
+                               threshold: float = 0.0) -> jax.Array:
+  """Cross-entropy of the student against the teacher's argmax labels.
+
+  Args:
+    student_logits: ``[N, H, W, C]``.
+    teacher_logits: ``[N, H, W, C]``; only its argmax and max-probability are used.
+    threshold: pixels whose teacher max-probability is below it are ignored; 0 keeps every
+      pixel (the released code).
+
+  Returns:
+    Float32 scalar: mean over kept pixels; exactly 0 if none is kept.
+  """
+  _check_same_shape('pseudo_label_cross_entropy', student_logits, teacher_logits)
+  teacher_probs = jax.nn.softmax(_f32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
+  labels = jnp.argmax(teacher_probs, axis=-1)
+  # Written as a where (not a Python branch) so that a traced threshold also works.
+  labels = jnp.where(jnp.max(teacher_probs, axis=-1) >= threshold, labels, IGNORE_LABEL)
+  return segmentation_cross_entropy(student_logits, labels)
+
+
+def self_information(probs: jax.Array) -> jax.Array:
+  """ADVENT weighted self-information map, the discriminator input of AdvEnt.
+
+  Args:
+    probs: ``[N, H, W, C]`` class probabilities.
+
+  Returns:
+    Float32 ``[N, H, W, C]``: ``-p * log2(p + 1e-30) / log2(C)`` (no reduction).
+  """
+  p = _f32(probs)
+  return -p * jnp.log2(p + _ENTROPY_EPS) / jnp.log2(float(p.shape[-1]))
+
+
+def entropy_loss(logits: jax.Array) -> jax.Array:
+  """ADVENT MinEnt loss: mean normalised pixel entropy of ``softmax(logits)``.
+
+  Args:
+    logits: ``[N, H, W, C]``.
+
+  Returns:
+    Float32 scalar: per-pixel entropy (sum over classes, log base 2, divided by log2 C), mean
+    over N*H*W.
+  """
+  return jnp.mean(jnp.sum(self_information(jax.nn.softmax(_f32(logits), axis=-1)), axis=-1))
+
+
+def pixelwise_distillation(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
+  """SKD pixel-wise distillation: soft cross-entropy with SKD's normalisation (an ablation).
+
+  Args:
+    student_logits: ``[N, H, W, C]``.
+    teacher_logits: ``[N, H, W, C]``; gradient is stopped.
+
+  Returns:
+    Float32 scalar: ``-sum_{n,h,w,c} p_T log p_S / (H * W)`` -- summed over the batch and divided
+    only by H*W, as in SKD's code (so it scales with the batch size).
+  """
+  _check_same_shape('pixelwise_distillation', student_logits, teacher_logits)
+  _, height, width, _ = student_logits.shape
+  p_t = jax.nn.softmax(_f32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
+  log_s = jax.nn.log_softmax(_f32(student_logits), axis=-1)
+  return -jnp.sum(p_t * log_s) / (height * width)
