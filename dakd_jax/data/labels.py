@@ -1,0 +1,190 @@
+"""The one class table: Cityscapes label ids, train ids and colours, plus the SYNTHIA mapping.
+
+GTA5 labels use the Cityscapes label ids, BDD100K's semantic masks are already train ids, so every
+dataset of the project maps through the lookups derived here. Train id 255 means "ignore".
+"""
+
+import struct
+import typing
+import zlib
+
+import numpy as np
+from PIL import Image
+
+IGNORE_LABEL = 255
+
+
+class Label(typing.NamedTuple):
+  name: str
+  id: int  # value stored in Cityscapes `*_gtFine_labelIds.png` and GTA5 label PNGs
+  train_id: int  # 0..18, or 255 / -1 (official table) for classes ignored in training
+  color: tuple[int, int, int]  # RGB
+
+
+# The full Cityscapes label list (cityscapesScripts `helpers/labels.py`), in id order.
+CITYSCAPES_LABELS = (
+    Label('unlabeled', 0, 255, (0, 0, 0)),
+    Label('ego vehicle', 1, 255, (0, 0, 0)),
+    Label('rectification border', 2, 255, (0, 0, 0)),
+    Label('out of roi', 3, 255, (0, 0, 0)),
+    Label('static', 4, 255, (0, 0, 0)),
+    Label('dynamic', 5, 255, (111, 74, 0)),
+    Label('ground', 6, 255, (81, 0, 81)),
+    Label('road', 7, 0, (128, 64, 128)),
+    Label('sidewalk', 8, 1, (244, 35, 232)),
+    Label('parking', 9, 255, (250, 170, 160)),
+    Label('rail track', 10, 255, (230, 150, 140)),
+    Label('building', 11, 2, (70, 70, 70)),
+    Label('wall', 12, 3, (102, 102, 156)),
+    Label('fence', 13, 4, (190, 153, 153)),
+    Label('guard rail', 14, 255, (180, 165, 180)),
+    Label('bridge', 15, 255, (150, 100, 100)),
+    Label('tunnel', 16, 255, (150, 120, 90)),
+    Label('pole', 17, 5, (153, 153, 153)),
+    Label('polegroup', 18, 255, (153, 153, 153)),
+    Label('traffic light', 19, 6, (250, 170, 30)),
+    Label('traffic sign', 20, 7, (220, 220, 0)),
+    Label('vegetation', 21, 8, (107, 142, 35)),
+    Label('terrain', 22, 9, (152, 251, 152)),
+    Label('sky', 23, 10, (70, 130, 180)),
+    Label('person', 24, 11, (220, 20, 60)),
+    Label('rider', 25, 12, (255, 0, 0)),
+    Label('car', 26, 13, (0, 0, 142)),
+    Label('truck', 27, 14, (0, 0, 70)),
+    Label('bus', 28, 15, (0, 60, 100)),
+    Label('caravan', 29, 255, (0, 0, 90)),
+    Label('trailer', 30, 255, (0, 0, 110)),
+    Label('train', 31, 16, (0, 80, 100)),
+    Label('motorcycle', 32, 17, (0, 0, 230)),
+    Label('bicycle', 33, 18, (119, 11, 32)),
+    Label('license plate', -1, -1, (0, 0, 142)),
+)
+
+# The 19 train classes, in train-id order.
+TRAIN_LABELS = tuple(sorted((l for l in CITYSCAPES_LABELS if 0 <= l.train_id < IGNORE_LABEL),
+                            key=lambda l: l.train_id))
+NUM_CLASSES = len(TRAIN_LABELS)
+CLASS_NAMES = tuple(l.name for l in TRAIN_LABELS)
+PALETTE = np.array([l.color for l in TRAIN_LABELS], dtype=np.uint8)  # [19, 3] RGB
+
+
+def _lut(pairs) -> np.ndarray:
+  """A 256-entry uint8 lookup table: every value not in `pairs` maps to IGNORE_LABEL."""
+  lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+  for src, dst in pairs:
+    lut[src] = dst
+  return lut
+
+
+# Label id (0..255) -> train id; unknown ids (and all ignored classes) -> 255.
+ID_TO_TRAIN_ID = _lut((l.id, l.train_id) for l in TRAIN_LABELS)
+# Train id -> train id, for masks already in train ids (BDD100K): anything >= 19 becomes 255.
+TRAIN_ID_TO_TRAIN_ID = _lut((t, t) for t in range(NUM_CLASSES))
+
+# Which lookup maps a dataset's stored label space to train ids.
+LABEL_SPACE_LUTS = {'label_id': ID_TO_TRAIN_ID, 'train_id': TRAIN_ID_TO_TRAIN_ID}
+
+
+def to_train_ids(label: np.ndarray, space: str) -> np.ndarray:
+  """Maps a uint8 label map stored in `space` ('label_id' | 'train_id') to int32 train ids."""
+  return LABEL_SPACE_LUTS[space][label].astype(np.int32)
+
+
+def colorize(train_ids: np.ndarray) -> np.ndarray:
+  """Colours a train-id map [..., H, W] into RGB uint8 [..., H, W, 3]; ignore (>= 19) is black."""
+  table = np.zeros((256, 3), dtype=np.uint8)
+  table[:NUM_CLASSES] = PALETTE
+  return table[np.clip(train_ids, 0, 255).astype(np.int64)]
+
+
+# --- SYNTHIA-RAND-CITYSCAPES -------------------------------------------------------------------
+# SYNTHIA class id -> 19-class train name (the BDL/MuHDi lineage mapping).
+_SYNTHIA_ID_TO_NAME = {
+    3: 'road', 4: 'sidewalk', 2: 'building', 21: 'wall', 5: 'fence', 7: 'pole', 15: 'traffic light',
+    9: 'traffic sign', 6: 'vegetation', 16: 'terrain', 1: 'sky', 10: 'person', 17: 'rider',
+    8: 'car', 18: 'truck', 19: 'bus', 20: 'train', 12: 'motorcycle', 11: 'bicycle',
+}
+_NAME_TO_TRAIN_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+SYNTHIA_ID_TO_TRAIN_ID = _lut((sid, _NAME_TO_TRAIN_ID[n]) for sid, n in _SYNTHIA_ID_TO_NAME.items())
+
+# 16-class protocol: the 19 classes without terrain, truck and train, renumbered 0..15.
+SYNTHIA_16_CLASS_NAMES = tuple(n for n in CLASS_NAMES if n not in ('terrain', 'truck', 'train'))
+SYNTHIA_ID_TO_16 = _lut((sid, SYNTHIA_16_CLASS_NAMES.index(n))
+                        for sid, n in _SYNTHIA_ID_TO_NAME.items() if n in SYNTHIA_16_CLASS_NAMES)
+# 13-class protocol (mIoU*): indices into the 16 classes, without wall, fence and pole. It is the
+# mean of these 13 per-class IoUs of the 16-class model, not a separate model.
+SYNTHIA_13_INDICES = tuple(i for i, n in enumerate(SYNTHIA_16_CLASS_NAMES)
+                           if n not in ('wall', 'fence', 'pole'))
+SYNTHIA_13_CLASS_NAMES = tuple(SYNTHIA_16_CLASS_NAMES[i] for i in SYNTHIA_13_INDICES)
+
+
+def synthia_to_train_ids(ids: np.ndarray, num_classes: int = 19) -> np.ndarray:
+  """Maps raw SYNTHIA ids (any integer dtype) to int32 train ids of the 19- or 16-class protocol."""
+  lut = {19: SYNTHIA_ID_TO_TRAIN_ID, 16: SYNTHIA_ID_TO_16}[num_classes]
+  return lut[np.clip(ids, 0, 255)].astype(np.int32)  # ids >= 255 are unknown -> 255
+
+
+def read_synthia_label(path) -> np.ndarray:
+  """Reads a SYNTHIA label PNG and returns its channel 0 (the class id) as uint16 [H, W].
+
+  SYNTHIA stores labels as 16-bit-per-channel RGB(A) PNGs. Pillow reduces such images to 8 bits
+  per channel (keeping the high byte, which is 0 for class ids), so 16-bit files are decoded here
+  with zlib; 8-bit files go through Pillow. The 16-bit path unfilters row by row in NumPy/Python
+  and takes about a second per 1280x760 image.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  if data[:8] != b'\x89PNG\r\n\x1a\n':
+    raise ValueError(f'{path}: not a PNG file (SYNTHIA labels are 16-bit PNGs)')
+  width, height, depth, color_type = struct.unpack('>IIBB', data[16:26])
+  if depth != 16:
+    arr = np.asarray(Image.open(path))
+    return (arr[..., 0] if arr.ndim == 3 else arr).astype(np.uint16)
+  channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color_type)
+  if channels is None or data[28] != 0:  # data[28] is the interlace method
+    raise ValueError(f'{path}: unsupported 16-bit PNG (colour type {color_type}, or interlaced)')
+  rows = _png_unfilter(_png_idat(data), height, width * channels * 2, bpp=channels * 2)
+  pixels = rows.reshape(height, width, channels, 2)
+  return (pixels[..., 0, 0].astype(np.uint16) << 8) | pixels[..., 0, 1]  # big-endian channel 0
+
+
+def _png_idat(data: bytes) -> bytes:
+  """Concatenated, decompressed IDAT payload of a PNG byte string."""
+  pos, idat = 8, []
+  while pos < len(data):
+    length, kind = struct.unpack('>I4s', data[pos:pos + 8])
+    if kind == b'IDAT':
+      idat.append(data[pos + 8:pos + 8 + length])
+    pos += 12 + length
+  return zlib.decompress(b''.join(idat))
+
+
+def _png_unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+  """Undoes PNG scanline filters (None, Sub, Up, Average, Paeth) -> uint8 [height, stride]."""
+  buf = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1)
+  out = np.zeros((height, stride), dtype=np.uint8)
+  prev = np.zeros(stride, dtype=np.int64)
+  for y in range(height):
+    kind, row = buf[y, 0], buf[y, 1:].astype(np.int64)
+    if kind == 1:  # Sub: a running sum per byte position within a pixel
+      row = np.cumsum(row.reshape(-1, bpp), axis=0).reshape(-1) % 256
+    elif kind == 2:  # Up
+      row = (row + prev) % 256
+    elif kind in (3, 4):  # Average, Paeth: each byte depends on the decoded byte to its left
+      row, up = row.tolist(), prev.tolist()
+      for x in range(stride):
+        a = row[x - bpp] if x >= bpp else 0
+        if kind == 3:
+          row[x] = (row[x] + (a + up[x]) // 2) % 256
+        else:
+          c = up[x - bpp] if x >= bpp else 0
+          p = a + up[x] - c
+          pa, pb, pc = abs(p - a), abs(p - up[x]), abs(p - c)
+          pred = a if pa <= pb and pa <= pc else (up[x] if pb <= pc else c)
+          row[x] = (row[x] + pred) % 256
+      row = np.array(row, dtype=np.int64)
+    elif kind != 0:
+      raise ValueError(f'invalid PNG filter type {kind}')
+    out[y] = row
+    prev = row
+  return out

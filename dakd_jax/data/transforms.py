@@ -1,0 +1,155 @@
+"""Decoding and preprocessing as grain transforms (Pillow + NumPy, no TensorFlow).
+
+The default chain reproduces the official UDA loaders: resize to a fixed size (PIL BICUBIC for
+images, NEAREST for labels), RGB->BGR, float 0..255 minus the Caffe mean; labels mapped to train
+ids (255 = ignore). Random scale / crop / flip are optional and off by default, as in the released
+code, where the flags exist but the dataset classes ignore them.
+
+Elements between transforms are dicts. Up to `ToArrays` they hold PIL images ('image' RGB,
+'label' single-channel ids in the dataset's own id space); after it NumPy arrays: 'image' float32
+[H, W, 3] (HWC), 'label' int32 [H, W] train ids.
+"""
+
+import dataclasses
+import io
+
+import grain
+import numpy as np
+from PIL import Image
+
+from dakd_jax.data import labels
+
+# Caffe-style mean in B, G, R order on 0..255 values (AdaptSegNet/ADVENT/DAKD).
+CAFFE_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
+IMAGENET_MEAN_RGB = np.array((0.485, 0.456, 0.406), dtype=np.float32)
+IMAGENET_STD_RGB = np.array((0.229, 0.224, 0.225), dtype=np.float32)
+_LABEL_MODES = ('L', 'P')  # 8-bit id maps; GTA5 ships palette ('P') PNGs whose indices are ids
+
+
+def normalize(image: np.ndarray, mode: str) -> np.ndarray:
+  """uint8 RGB [..., 3] -> float32 [..., 3]: 'caffe' (BGR, 0..255 minus mean) or 'imagenet'."""
+  if mode == 'caffe':
+    return image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+  if mode == 'imagenet':
+    return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+  raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+
+
+def denormalize(image: np.ndarray, mode: str) -> np.ndarray:
+  """Inverse of `normalize` for display: float32 [..., 3] -> uint8 RGB [..., 3] (rounded, clipped)."""
+  if mode == 'caffe':
+    rgb = (image + CAFFE_MEAN_BGR)[..., ::-1]
+  elif mode == 'imagenet':
+    rgb = (image * IMAGENET_STD_RGB + IMAGENET_MEAN_RGB) * 255.0
+  else:
+    raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+  return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _text(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _open(data: bytes, file: str, what: str) -> Image.Image:
+  """Decodes encoded bytes fully (so truncation surfaces here), naming the file on failure."""
+  try:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ValueError(f'cannot decode {what} {file}: {e}') from e
+  return image
+
+
+@dataclasses.dataclass(frozen=True)
+class Decode(grain.transforms.Map):
+  """A stored record (encoded bytes, see builders/official.py) -> PIL 'image', 'label', 'name'.
+
+  `allow_size_mismatch`: resize a label whose size differs from its image to the image size with
+  NEAREST (GTA5; the builder logged how many pairs are affected when it prepared the data);
+  otherwise a mismatch is an error naming both files.
+  """
+  allow_size_mismatch: bool = False
+
+  def map(self, record: dict) -> dict:
+    image_file, label_file = _text(record['image_file']), _text(record['label_file'])
+    image = _open(record['image'], image_file, 'image')
+    label = _open(record['label'], label_file, 'label')
+    if image.mode != 'RGB':
+      image = image.convert('RGB')
+    if label.mode not in _LABEL_MODES:
+      raise ValueError(f'label {label_file} has mode {label.mode}; expected a single-channel '
+                       f'8-bit id map (mode L or P)')
+    if label.size != image.size:
+      if not self.allow_size_mismatch:
+        raise ValueError(f'image {image_file} is {image.size[0]}x{image.size[1]} but label '
+                         f'{label_file} is {label.size[0]}x{label.size[1]} (width x height)')
+      label = label.resize(image.size, Image.NEAREST)
+    return {'image': image, 'label': label, 'name': _text(record['name'])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize(grain.transforms.Map):
+  """Resizes the image (BICUBIC) and, if `resize_label`, the label (NEAREST) to `size` = (H, W)."""
+  size: tuple[int, int]
+  resize_label: bool = True
+
+  def map(self, element: dict) -> dict:
+    wh = (int(self.size[1]), int(self.size[0]))  # PIL takes (width, height)
+    out = dict(element, image=element['image'].resize(wh, Image.BICUBIC))
+    if self.resize_label:
+      out['label'] = element['label'].resize(wh, Image.NEAREST)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomScale(grain.transforms.RandomMap):
+  """Rescales image and label by a factor drawn uniformly from `scale_range` = (lo, hi)."""
+  scale_range: tuple[float, float]
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    s = rng.uniform(*self.scale_range)
+    w, h = element['image'].size
+    wh = (max(1, round(w * s)), max(1, round(h * s)))
+    return dict(element, image=element['image'].resize(wh, Image.BICUBIC),
+                label=element['label'].resize(wh, Image.NEAREST))
+
+
+@dataclasses.dataclass(frozen=True)
+class ToArrays(grain.transforms.Map):
+  """PIL image/label -> float32 normalised image [H, W, 3] and int32 train-id label [H, W]."""
+  normalization: str
+  label_space: str  # 'label_id' | 'train_id', see labels.LABEL_SPACE_LUTS
+  keep_name: bool = False
+
+  def map(self, element: dict) -> dict:
+    out = {'image': normalize(np.asarray(element['image']), self.normalization),
+           'label': labels.to_train_ids(np.asarray(element['label']), self.label_space)}
+    if self.keep_name:
+      out['name'] = element['name']
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomCropFlip(grain.transforms.RandomMap):
+  """Random crop to `crop` = (H, W) (or None) and random horizontal flip (p = 0.5) on arrays.
+
+  Inputs smaller than the crop are padded at the bottom/right: the image with 0 (the mean colour
+  after normalisation), the label with 255 (ignore).
+  """
+  crop: tuple[int, int] | None
+  flip: bool
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    image, label = element['image'], element['label']
+    if self.crop is not None:
+      ch, cw = int(self.crop[0]), int(self.crop[1])
+      ph, pw = max(ch - image.shape[0], 0), max(cw - image.shape[1], 0)
+      if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+        label = np.pad(label, ((0, ph), (0, pw)), constant_values=labels.IGNORE_LABEL)
+      y = rng.integers(0, image.shape[0] - ch + 1)
+      x = rng.integers(0, image.shape[1] - cw + 1)
+      image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+    if self.flip and rng.random() < 0.5:
+      image, label = image[:, ::-1], label[:, ::-1]
+    return dict(element, image=np.ascontiguousarray(image), label=np.ascontiguousarray(label))

@@ -1,0 +1,104 @@
+"""The class table and label lookups, against cityscapesScripts and independent encoders."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from dakd_jax.data import labels
+
+cs_labels = pytest.importorskip('cityscapesscripts.helpers.labels')
+
+
+def _official_train_id(train_id: int) -> int:
+  return train_id if 0 <= train_id < 19 else 255
+
+
+def test_table_matches_cityscapesscripts_on_every_id():
+  ours = {l.id: l for l in labels.CITYSCAPES_LABELS}
+  assert sorted(ours) == sorted(l.id for l in cs_labels.labels)
+  for ref in cs_labels.labels:
+    mine = ours[ref.id]
+    assert (mine.name, mine.train_id, mine.color) == (ref.name, ref.trainId, ref.color), ref.name
+
+
+def test_id_lut_matches_cityscapesscripts_and_ignores_unknown_ids():
+  for ref in cs_labels.labels:
+    if ref.id >= 0:
+      assert labels.ID_TO_TRAIN_ID[ref.id] == _official_train_id(ref.trainId), ref.name
+  known = {l.id for l in cs_labels.labels}
+  assert all(labels.ID_TO_TRAIN_ID[i] == 255 for i in range(256) if i not in known)
+  assert labels.ID_TO_TRAIN_ID.dtype == np.uint8 and labels.ID_TO_TRAIN_ID.shape == (256,)
+
+
+def test_class_names_and_palette_follow_train_ids():
+  by_train_id = {l.trainId: l for l in cs_labels.labels if 0 <= l.trainId < 19}
+  assert labels.CLASS_NAMES == tuple(by_train_id[t].name for t in range(19))
+  np.testing.assert_array_equal(labels.PALETTE, [by_train_id[t].color for t in range(19)])
+
+
+def test_to_train_ids_for_both_label_spaces():
+  ids = np.array([[7, 26, 0], [33, 34, 255]], dtype=np.uint8)
+  np.testing.assert_array_equal(labels.to_train_ids(ids, 'label_id'), [[0, 13, 255], [18, 255, 255]])
+  train = np.array([[0, 18, 19], [255, 5, 200]], dtype=np.uint8)
+  out = labels.to_train_ids(train, 'train_id')
+  assert out.dtype == np.int32
+  np.testing.assert_array_equal(out, [[0, 18, 255], [255, 5, 255]])
+
+
+def test_colorize():
+  out = labels.colorize(np.array([[0, 13], [18, 255]]))
+  assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, [[[128, 64, 128], [0, 0, 142]], [[119, 11, 32], [0, 0, 0]]])
+
+
+def test_synthia_protocols():
+  names = labels.CLASS_NAMES
+  assert names[labels.SYNTHIA_ID_TO_TRAIN_ID[3]] == 'road'
+  assert names[labels.SYNTHIA_ID_TO_TRAIN_ID[21]] == 'wall'
+  assert names[labels.SYNTHIA_ID_TO_TRAIN_ID[11]] == 'bicycle'
+  assert sorted(int(v) for v in labels.SYNTHIA_ID_TO_TRAIN_ID if v != 255) == list(range(19))
+  assert len(labels.SYNTHIA_16_CLASS_NAMES) == 16 and len(labels.SYNTHIA_13_CLASS_NAMES) == 13
+  assert not {'terrain', 'truck', 'train'} & set(labels.SYNTHIA_16_CLASS_NAMES)
+  assert not {'wall', 'fence', 'pole'} & set(labels.SYNTHIA_13_CLASS_NAMES)
+  # DiGA's 16-way order: SYNTHIA ids 3,4,2,21,5,7,15,9,6,1,10,17,8,19,12,11 -> 0..15.
+  order = [3, 4, 2, 21, 5, 7, 15, 9, 6, 1, 10, 17, 8, 19, 12, 11]
+  np.testing.assert_array_equal(labels.synthia_to_train_ids(np.array(order), 16), range(16))
+  np.testing.assert_array_equal(labels.synthia_to_train_ids(np.array([16, 18, 20, 0, 300])),
+                                [9, 14, 16, 255, 255])
+
+
+def _png16(rgb16: np.ndarray) -> bytes:
+  """Encodes uint16 [H, W, 3] as a 16-bit RGB PNG, cycling through all five row filters."""
+  h, w, _ = rgb16.shape
+  raw = rgb16.astype('>u2').view(np.uint8).reshape(h, w * 6).astype(np.int64)
+  bpp, rows = 6, []
+  for y in range(h):
+    cur = raw[y]
+    up = raw[y - 1] if y else np.zeros_like(cur)
+    left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+    upleft = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+    p = left + up - upleft
+    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    pred = [np.zeros_like(cur), left, up, (left + up) // 2, paeth][y % 5]
+    rows.append(bytes([y % 5]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+
+  def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0)) +
+          chunk(b'IDAT', zlib.compress(b''.join(rows))) + chunk(b'IEND', b''))
+
+
+def test_read_synthia_label_keeps_16_bit_channel_0(tmp_path):
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 65536, size=(10, 7, 3)).astype(np.uint16)
+  rgb[..., 0] = rng.integers(0, 23, size=(10, 7))
+  rgb[0, 0, 0] = 300  # a value Pillow's 8-bit reduction could not represent
+  path = tmp_path / 'label.png'
+  path.write_bytes(_png16(rgb))
+  out = labels.read_synthia_label(path)
+  assert out.dtype == np.uint16
+  np.testing.assert_array_equal(out, rgb[..., 0])
