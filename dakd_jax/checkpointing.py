@@ -1,0 +1,158 @@
+"""Orbax checkpoints: model-variable files (converted or exported weights) and training state.
+
+Two kinds of checkpoint live here, both written atomically (Orbax writes into
+`<name>.orbax-checkpoint-tmp*` and renames it on success, so an interrupted save is never taken
+for a checkpoint):
+- variable files (`save_variables` / `load_variables`): one `{'params', 'batch_stats'}` tree, e.g.
+  converted PyTorch weights or a frozen teacher;
+- training checkpoints (Orbax v0 `CheckpointManager`, style.md §7): numbered step folders, each
+  holding the train state (`state/`) and the state of every grain data iterator (`<name>/`, one
+  JSON file per process).
+
+Multi-host: every process must call `save_checkpoint`, `restore_checkpoint` and
+`manager.wait_until_finished()`; calling them on process 0 only deadlocks. Orbax coordinates the
+processes, and each writes the shards it owns plus its own iterator state.
+"""
+
+from collections.abc import Mapping
+import os
+from typing import Any, TypeVar
+
+from etils import epath
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+StateT = TypeVar("StateT")
+
+# Item name of the train state inside a step folder; data iterators use their own names.
+STATE_ITEM = "state"
+
+
+def _abspath(directory: str | os.PathLike[str]) -> epath.Path:
+  # Orbax wants absolute paths; keep URLs (gs://...) untouched.
+  directory = os.fspath(directory)
+  return epath.Path(directory if "://" in directory else os.path.abspath(directory))
+
+
+def save_variables(directory, variables):
+  """Writes a `{'params': ..., 'batch_stats': ...}` tree as an Orbax checkpoint, atomically.
+
+  Orbax writes into a temporary folder and renames it on success, so an interrupted save never
+  leaves a half-written `directory` behind.
+  """
+  directory = _abspath(directory)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory, variables, force=True)
+    checkpointer.wait_until_finished()
+
+
+def load_variables(directory):
+  """Reads a tree written by `save_variables` back as a tree of JAX arrays."""
+  directory = _abspath(directory)
+  if not directory.exists():
+    raise FileNotFoundError(f"{directory}: no such variables checkpoint")
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(directory)
+
+
+def make_checkpoint_manager(directory: str | os.PathLike[str], *, max_to_keep: int | None,
+                            save_interval_steps: int,
+                            async_save: bool = True) -> ocp.CheckpointManager:
+  """A `CheckpointManager` over `directory` (created if missing).
+
+  Args:
+    directory: the checkpoint root (e.g. `<workdir>/checkpoints`); step folders are `<step>/`.
+    max_to_keep: how many of the newest checkpoints to keep (None = all).
+    save_interval_steps: `save_checkpoint` only saves at multiples of this (unless forced or on
+      a preemption notice).
+    async_save: write in a background thread; `save_checkpoint` returns once the arrays are
+      copied to host memory. Call `manager.wait_until_finished()` before reading the files and
+      `manager.close()` at the end.
+  """
+  if save_interval_steps <= 0:
+    raise ValueError(f"save_interval_steps={save_interval_steps}: expected a positive integer")
+  policies = ocp.checkpoint_managers
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      # Orbax's default policy also saves the first step it sees; save only at multiples of the
+      # interval (and on a preemption signal).
+      save_decision_policy=policies.AnySavePolicy([
+          policies.FixedIntervalPolicy(save_interval_steps),
+          policies.PreemptionCheckpointingPolicy(),
+      ]),
+      enable_async_checkpointing=async_save,
+      # Remove the tmp folders of saves that a crash interrupted before they could collide with
+      # the resumed run's saves.
+      cleanup_tmp_directories=True,
+      create=True)
+  return ocp.CheckpointManager(_abspath(directory), options=options)
+
+
+def _check_iterator_names(data_iterators: Mapping[str, Any]) -> None:
+  if STATE_ITEM in data_iterators:
+    raise ValueError(f"data iterator name '{STATE_ITEM}' is reserved for the train state")
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any,
+                    data_iterators: Mapping[str, grain.DatasetIterator],
+                    force: bool = False) -> bool:
+  """Saves `state` and the iterators' positions as step `step`, if the save interval says so.
+
+  The iterator states are captured before this returns (their handler is synchronous), so the
+  iterators may be advanced right away; arrays are written in the background when the manager is
+  asynchronous. Every process must call this.
+
+  Args:
+    manager: from `make_checkpoint_manager`.
+    step: the number of completed train steps.
+    state: a pytree of `jax.Array`s (e.g. the `TrainState`), possibly sharded.
+    data_iterators: `{name: grain iterator}`, e.g. `{'source_iter': ..., 'target_iter': ...}`.
+    force: save even if `step` is not a multiple of the save interval.
+
+  Returns:
+    Whether a save was started.
+  """
+  _check_iterator_names(data_iterators)
+  items = {name: grain.checkpoint.CheckpointSave(it) for name, it in data_iterators.items()}
+  items[STATE_ITEM] = ocp.args.StandardSave(state)
+  return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: StateT,
+                       data_iterators: Mapping[str, grain.DatasetIterator],
+                       step: int | None = None) -> StateT:
+  """Restores the train state and, in place, the iterators' positions. Every process calls this.
+
+  Args:
+    manager: from `make_checkpoint_manager`.
+    abstract_state: the restore target: the state's structure with `jax.ShapeDtypeStruct`
+      leaves that carry the target shardings (`abstract_like(state)`, or `jax.eval_shape` output
+      with `.sharding` set), or a concrete state with those shardings (only its shapes, dtypes
+      and shardings are used). Arrays come back with those shardings whatever layout wrote them.
+    data_iterators: freshly built iterators of the same pipelines, `{name: iterator}` as saved;
+      after the call each yields exactly the element that followed the saved position.
+    step: the step to restore; default the latest complete one.
+
+  Returns:
+    The restored state, with the structure (dataclasses included) of `abstract_state`.
+  """
+  _check_iterator_names(data_iterators)
+  if step is None:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{manager.directory}: no complete checkpoint to restore")
+  items = {name: grain.checkpoint.CheckpointRestore(it) for name, it in data_iterators.items()}
+  items[STATE_ITEM] = ocp.args.StandardRestore(abstract_like(abstract_state))
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored[STATE_ITEM]
+
+
+def latest_step(manager: ocp.CheckpointManager) -> int | None:
+  """The newest complete (committed) step, or None; interrupted saves are not counted."""
+  return manager.latest_step()
+
+
+def abstract_like(state: Any) -> Any:
+  """`state` with array leaves as `jax.ShapeDtypeStruct`s (shape, dtype, sharding); idempotent."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
