@@ -1,0 +1,242 @@
+"""PyTorch state_dict -> Flax variables for every registered model, and the conversion CLI.
+
+Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state dict under
+'state_dict' or 'model' are tolerated; `num_batches_tracked` is always ignored):
+- DAKD DRN segmentation nets: `base.layer*` backbone, `seg1` (main head), `seg2` (aux head),
+  unused `up1`/`up2` transposed convs (dropped).
+- fyu/drn ImageNet classifiers: the same backbone keys without `base.`, `fc` (dropped); both
+  heads are initialised fresh from `seed`.
+- AdaptSegNet/ADVENT DeepLab-v2 multi: `conv1`, `bn1`, `layer1..4`, `layer5` (aux) and `layer6`
+  (main) `conv2d_list.{0..3}`.
+- FCDiscriminator: `conv1..conv4`, `classifier`.
+
+CLI:
+  python -m dakd_jax.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
+writes the variables with `checkpointing.save_variables` plus `model.json` (name and options)
+so that `load_converted(out)` can rebuild the matching module.
+"""
+
+import argparse
+import json
+import os
+import pickle
+import re
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dakd_jax import models
+from dakd_jax.models import drn
+
+MODEL_INFO_FILE = 'model.json'
+
+_RENAMES = {
+    'seg_main': 'seg1', 'seg_aux': 'seg2', 'aux_head': 'layer5', 'main_head': 'layer6',
+    'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1',
+    'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean', 'var': 'running_var',
+}
+_DRN_CONV_STACKS = ('layer0', 'layer1', 'layer2', 'layer7', 'layer8')
+# Keys present in official checkpoints that no Flax variable corresponds to.
+_DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
+
+
+def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
+  """Official state_dict key of a Flax variable path (without DRN's `base.` prefix)."""
+  parts = []
+  for depth, name in enumerate(path):
+    stack_child = re.fullmatch(r'(conv|bn)(\d+)', name)
+    if (model_name.startswith('drn') and depth == 1 and path[0] in _DRN_CONV_STACKS and
+        stack_child):
+      # nn.Sequential of [conv, BN, ReLU] repeats: conv i sits at 3i, its BN at 3i + 1.
+      parts.append(str(3 * int(stack_child.group(2)) + (stack_child.group(1) == 'bn')))
+    elif re.fullmatch(r'block\d+', name):
+      parts.append(name[len('block'):])
+    elif re.fullmatch(r'branch\d+', name):
+      parts.append('conv2d_list.' + name[len('branch'):])
+    else:
+      parts.append(_RENAMES.get(name, name))
+  return '.'.join(parts)
+
+
+def _to_numpy(key: str, value: Any) -> np.ndarray:
+  """A torch tensor or NumPy value as a NumPy array (possibly sharing the tensor's memory)."""
+  if hasattr(value, 'detach'):  # torch.Tensor, without importing torch.
+    value = value.detach().cpu().numpy()
+  if not isinstance(value, (np.ndarray, np.generic)):
+    raise ValueError(f'state_dict entry {key!r} is a {type(value).__name__}, expected an array')
+  return np.asarray(value)
+
+
+def _normalise_state_dict(obj: Any) -> Dict[str, np.ndarray]:
+  """Unwraps checkpoint dicts/modules, strips `module.`, converts values to NumPy."""
+  if hasattr(obj, 'state_dict') and callable(obj.state_dict):
+    obj = obj.state_dict()
+  while isinstance(obj, Mapping):
+    inner = next((obj[k] for k in ('state_dict', 'model') if k in obj), None)
+    if inner is None:
+      break
+    obj = inner.state_dict() if hasattr(inner, 'state_dict') else inner
+  if not isinstance(obj, Mapping):
+    raise ValueError(f'expected a state_dict mapping of names to arrays, got {type(obj).__name__}')
+  return {k[len('module.'):] if k.startswith('module.') else k: _to_numpy(k, v)
+          for k, v in obj.items()}
+
+
+def _fresh_head(num_classes: int, in_features: int, seed: int,
+                index: int) -> Dict[str, np.ndarray]:
+  """Initial parameters of one DRN head (used when converting an ImageNet classifier)."""
+  head = drn.seg_head(num_classes)
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+  params = head.init(rng, jnp.zeros((1, 1, 1, in_features), jnp.float32))['params']
+  return jax.tree.map(np.asarray, params)
+
+
+def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, seed: int = 0,
+                  **options: Any) -> Dict[str, Any]:
+  """Converts an official PyTorch state_dict into `{'params', 'batch_stats'}` NumPy trees.
+
+  Args:
+    state_dict: mapping name -> NumPy array or torch tensor (or a checkpoint dict wrapping one
+      under 'state_dict'/'model', or an nn.Module); a `module.` prefix is stripped.
+    model_name: a `dakd_jax.models` name.
+    num_classes: classes of the heads (discriminator: input channels).
+    seed: seeds the DRN heads when `state_dict` is an ImageNet classifier without them.
+    **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`).
+
+  Returns:
+    Variables with conv kernels in HWIO layout, float32 (the discriminator has only 'params').
+
+  Raises:
+    ValueError: one error listing every missing, unexpected and mis-shaped key.
+  """
+  state = _normalise_state_dict(state_dict)
+  abstract = models.abstract_variables(model_name, num_classes, **options)
+  family = 'drn' if model_name.startswith('drn') else model_name
+  base_prefix = 'base.' if family == 'drn' and any(k.startswith('base.') for k in state) else ''
+  imagenet_drn = family == 'drn' and not base_prefix
+  used, missing, misshaped, fresh = set(), [], [], {}
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    names = tuple(p.key for p in path)
+    collection, var_path = names[0], names[1:]
+    key = _torch_key(model_name, var_path)
+    if family == 'drn' and var_path[0] not in models.HEAD_MODULES:
+      key = base_prefix + key
+    if key not in state:
+      if imagenet_drn and var_path[0] in models.HEAD_MODULES:
+        fresh[var_path[0]] = leaf
+        continue
+      missing.append(key)
+      continue
+    used.add(key)
+    value = state[key]
+    expected = (leaf.shape[3], leaf.shape[2], *leaf.shape[:2]) if leaf.ndim == 4 else leaf.shape
+    if value.shape != tuple(expected):
+      misshaped.append(f'{key}: got {tuple(value.shape)}, expected {tuple(expected)}')
+      continue
+    if value.ndim == 4:
+      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
+    # np.array copies: torch's .numpy() shares memory, and torch updates BN stats in place.
+    flat[(collection,) + var_path] = np.array(value, np.float32)
+  dropped = set(_DROPPED.get(family, ()))
+  unexpected = sorted(k for k in state if k not in used and k not in dropped
+                      and not k.endswith('num_batches_tracked'))
+  if missing or unexpected or misshaped:
+    problems = [f'{label} {items}' for label, items in (
+        ('missing keys', missing), ('unexpected keys', unexpected),
+        ('mis-shaped keys', misshaped)) if items]
+    raise ValueError(f'state_dict does not match {model_name}: ' + '; '.join(problems))
+  for index, head in enumerate(sorted(fresh)):
+    in_features = abstract['params'][head]['kernel'].shape[2]
+    for leaf_name, value in _fresh_head(num_classes, in_features, seed, index).items():
+      flat[('params', head, leaf_name)] = value
+  return _unflatten(flat)
+
+
+def _unflatten(flat: Mapping[Tuple[str, ...], np.ndarray]) -> Dict[str, Any]:
+  tree: Dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    node[path[-1]] = value
+  return tree
+
+
+def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np.ndarray]:
+  """Reads a .pth file into a NumPy state_dict.
+
+  By default `torch.load(weights_only=True)`, which refuses pickled objects. Whole pickled
+  nn.Modules (some official snapshots) need `trust_pickle=True`: unpickling runs arbitrary code.
+  """
+  import torch  # pylint: disable=g-import-not-at-top  (optional extra)
+  if not os.path.isfile(path):
+    raise ValueError(f'{path}: no such checkpoint file')
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
+  except pickle.UnpicklingError as e:
+    raise ValueError(
+        f'{path}: holds pickled Python objects, not a plain state_dict ({type(e).__name__}); '
+        'if you trust its source, re-run with --trust-pickle (unpickling runs arbitrary code)'
+    ) from None
+  return _normalise_state_dict(obj)
+
+
+def write_model_info(directory: str, model_name: str, num_classes: int,
+                     options: Mapping[str, Any]) -> None:
+  """Writes `directory/model.json` with the model name, class count and options."""
+  with open(os.path.join(directory, MODEL_INFO_FILE), 'w') as f:
+    json.dump({'model': model_name, 'num_classes': num_classes, 'options': dict(options)}, f,
+              indent=2)
+
+
+def load_converted(directory: str) -> Tuple[nn.Module, Dict[str, Any]]:
+  """Rebuilds the module described by `directory/model.json` and loads its variables."""
+  from dakd_jax import checkpointing  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
+  info_path = os.path.join(directory, MODEL_INFO_FILE)
+  if not os.path.isfile(info_path):
+    raise ValueError(f'{info_path}: missing; not a directory written by dakd_jax.convert')
+  with open(info_path) as f:
+    info = json.load(f)
+  model = models.create_model(info['model'], info['num_classes'], **info['options'])
+  return model, checkpointing.load_variables(directory)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """The conversion CLI; exits with a one-line `error: ...` on bad input."""
+  parser = argparse.ArgumentParser(
+      prog='python -m dakd_jax.convert',
+      description='Convert an official PyTorch checkpoint into dakd-jax Flax variables.')
+  parser.add_argument('--model', required=True, choices=models.MODEL_NAMES)
+  parser.add_argument('--torch-checkpoint', required=True, help='.pth file')
+  parser.add_argument('--out', required=True, help='output directory')
+  parser.add_argument('--num-classes', type=int, default=19)
+  parser.add_argument('--width', type=float, help='DRN channel multiplier')
+  parser.add_argument('--aux-tap', choices=drn.AUX_TAPS, help='DRN auxiliary-head tap')
+  parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
+  parser.add_argument('--ndf', type=int, help='discriminator width')
+  parser.add_argument('--seed', type=int, default=0, help='init of heads missing from the file')
+  parser.add_argument('--trust-pickle', action='store_true',
+                      help='load pickled nn.Module files (runs arbitrary code: trusted files only)')
+  args = parser.parse_args(argv)
+  options = {name: value for name, value in (
+      ('width', args.width), ('aux_tap', args.aux_tap), ('aspp_branches', args.aspp_branches),
+      ('ndf', args.ndf)) if value is not None}
+  from dakd_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)
+    variables = torch_to_flax(state, args.model, num_classes=args.num_classes, seed=args.seed,
+                              **options)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  checkpointing.save_variables(args.out, variables)
+  write_model_info(args.out, args.model, args.num_classes, options)
+  print(f'wrote {args.model} ({models.count_params(variables):,} parameters) to {args.out}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,77 @@
+"""Model registry: `create_model(name, num_classes=19, **options)` and parameter counting."""
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dakd_jax.models.deeplab import DeepLabV2Multi
+from dakd_jax.models.discriminator import FCDiscriminator
+from dakd_jax.models.drn import DRNSeg
+
+# name -> (module class, constructor defaults; `arch` is fixed, the others are overridable).
+_REGISTRY = {
+    'drn_d_22': (DRNSeg, {'arch': 'drn_d_22', 'aux_tap': 'layer6'}),
+    'drn_d_38': (DRNSeg, {'arch': 'drn_d_38', 'aux_tap': 'layer7'}),
+    'deeplabv2_r101': (DeepLabV2Multi, {}),
+    'fc_discriminator': (FCDiscriminator, {}),
+}
+MODEL_NAMES = tuple(_REGISTRY)
+
+# Top-level parameter subtrees that are classifier heads (trained with the x10 learning rate).
+HEAD_MODULES = frozenset({'seg_main', 'seg_aux', 'main_head', 'aux_head'})
+
+
+def model_options(name: str) -> tuple:
+  """The option names `create_model(name, ...)` accepts besides `num_classes`."""
+  if name not in _REGISTRY:
+    raise ValueError(f'unknown model {name!r}; valid: {", ".join(MODEL_NAMES)}')
+  reserved = {'parent', 'name', 'num_classes', 'arch'}
+  return tuple(f.name for f in dataclasses.fields(_REGISTRY[name][0])
+               if f.init and f.name not in reserved)
+
+
+def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
+  """Builds a registered model.
+
+  Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
+  'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
+  """
+  valid = model_options(name)
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f'unknown option(s) {unknown} for model {name!r}; valid: {", ".join(valid)}')
+  cls, defaults = _REGISTRY[name]
+  kwargs = {**defaults, **options}
+  if 'dtype' in kwargs:
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  if cls is not FCDiscriminator:
+    kwargs['num_classes'] = num_classes
+  return cls(**kwargs)
+
+
+def input_channels(name: str, num_classes: int = 19) -> int:
+  """Channels of the model's input: 3 (images) or `num_classes` (discriminator maps)."""
+  return num_classes if name == 'fc_discriminator' else 3
+
+
+def abstract_variables(name: str, num_classes: int = 19, **options: Any) -> Any:
+  """`jax.eval_shape` of the model's variables (no compute, no memory) for counting/converting."""
+  model = create_model(name, num_classes, **options)
+  x = jax.ShapeDtypeStruct((1, 64, 64, input_channels(name, num_classes)), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+
+def count_params(variables_or_shapes: Mapping[str, Any]) -> int:
+  """Number of trainable-style parameters (BN scale/bias included, running statistics not).
+
+  Accepts variables or their `jax.eval_shape` structs; with a `{'params': ...}` collection dict
+  only `params` is counted, any other tree is counted whole.
+  """
+  tree = variables_or_shapes
+  if isinstance(tree, Mapping) and 'params' in tree:
+    tree = tree['params']
+  return sum(int(x.size) for x in jax.tree.leaves(tree))
