@@ -1,0 +1,291 @@
+"""Speed of the JAX training step and of evaluation, on random batches of the configured shapes.
+
+  python -m dakd_jax.benchmark --config configs/demo.py [--iters 20] [--config.batch_size=8]
+
+Runs the step of `config.mode` (`adapt`, or `distill` for `distill` and `pipeline`) exactly as
+`train.py` jits it (state replicated and donated over a `('data',)` mesh of every device, batch
+sharded), from random weights, on random normalised images and labels: the input pipeline is
+deliberately excluded, so the figures are the step's own. Reported: compile time, median step
+time, images/s (source + target images the step consumes), XLA's FLOP count of the compiled step,
+model FLOPs utilisation against the device's peak for the compute dtype (null where the peak is
+unknown, e.g. CPU), peak device memory (null where `memory_stats()` is unavailable, e.g. CPU), and
+evaluation throughput (images/s at full label resolution). The last output line is one JSON object.
+"""
+
+import dataclasses
+import functools
+import json
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+import numpy as np
+
+from dakd_jax import evaluate
+from dakd_jax import networks as networks_lib
+from dakd_jax import optim
+from dakd_jax import sharding
+from dakd_jax import steps
+from dakd_jax.state import create_train_state
+
+# Dense peak FLOP/s per device by compute dtype (vendor data sheets; fp32 = non-tensor-core FP32 on
+# GPUs, TPUs publish no fp32 matrix rate). Matched by substring of `device.device_kind`, in order.
+PEAK_FLOPS = (
+    ('H100 PCIe', {'bfloat16': 756e12, 'float16': 756e12, 'float32': 51.2e12}),
+    ('H100', {'bfloat16': 989.4e12, 'float16': 989.4e12, 'float32': 66.9e12}),
+    ('H200', {'bfloat16': 989.4e12, 'float16': 989.4e12, 'float32': 66.9e12}),
+    ('A100', {'bfloat16': 312e12, 'float16': 312e12, 'float32': 19.5e12}),
+    ('TPU v4', {'bfloat16': 275e12}),
+    ('TPU v5 lite', {'bfloat16': 197e12}),
+    ('TPU v5e', {'bfloat16': 197e12}),
+)
+# Label resolution of each dataset's validation images (the evaluation's output size).
+NATIVE_LABEL_SIZE = {'cityscapes': (1024, 2048), 'bdd100k': (720, 1280), 'gta5': (1052, 1914)}
+# Caffe BGR means (the official normalisation), used to centre the random images.
+_CAFFE_MEAN = np.array([104.00698793, 116.66876762, 122.67891434], np.float32)
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a script (the modules import each other)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).')
+  flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('iters', 10, 'Timed steps (the median is reported).')
+  flags.DEFINE_integer('eval_iters', 10, 'Timed evaluation batches (0 = skip).')
+  flags.DEFINE_list(
+      'eval_label_size', None, 'H,W of evaluation labels; default: synthetic.size when synthetic '
+      'data is enabled, else the eval dataset\'s native size.')
+
+
+def stage_mode(config) -> str:
+  """'adapt' or 'distill': the step a config trains ('pipeline' benchmarks distillation)."""
+  if config.mode not in ('adapt', 'distill', 'pipeline'):
+    raise ValueError(f"config.mode: expected 'adapt', 'distill' or 'pipeline' for a training "
+                     f'step benchmark, got {config.mode!r}')
+  return 'adapt' if config.mode == 'adapt' else 'distill'
+
+
+def trained_network(config, mode: str) -> str:
+  """The `config.<network>` that the stage trains: the student when distilling."""
+  return 'student' if mode == 'distill' else config.network
+
+
+def random_batch(config, seed: int) -> Dict[str, np.ndarray]:
+  """A step batch of the configured shapes: Caffe-normalised uniform images, random labels.
+
+  `source_image` `[B, H_s, W_s, 3]` and `target_image` `[B, H_t, W_t, 3]` float32 (uniform 0-255
+  minus the BGR mean), `source_label` `[B, H_s, W_s]` int32 uniform over the classes with about
+  10% ignored (255) pixels.
+  """
+  rng = np.random.default_rng(seed)
+  b = config.batch_size
+  images = lambda size: (rng.uniform(0, 255, (b, *size, 3)).astype(np.float32) - _CAFFE_MEAN)
+  label = rng.integers(0, config.num_classes, (b, *config.source.size)).astype(np.int32)
+  label[rng.random(label.shape) < 0.1] = 255
+  return {'source_image': images(config.source.size), 'source_label': label,
+          'target_image': images(config.target.size)}
+
+
+def images_per_step(config, weights: steps.LossWeights) -> int:
+  """Images one step consumes: the source batch, plus the target batch when it is used."""
+  uses_target = weights.adversarial or weights.distill_target > 0
+  return config.batch_size * (2 if uses_target else 1)
+
+
+def random_variables(config, mode: str, seed: int = 0) -> Dict[str, Any]:
+  """Random `{'student', 'disc_aux', 'disc_main', 'teacher'}` variables (teacher None in adapt)."""
+  keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+  net = trained_network(config, mode)
+  student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, net))
+  disc = networks_lib.create_discriminator(config)
+  out = {'student': networks_lib.init_variables(student, keys[0]),
+         'disc_aux': networks_lib.init_variables(disc, keys[1], channels=config.num_classes),
+         'disc_main': networks_lib.init_variables(disc, keys[2], channels=config.num_classes),
+         'teacher': None}
+  if mode == 'distill':
+    teacher = networks_lib.create_segmentation_model(networks_lib.model_spec(config, 'teacher'))
+    out['teacher'] = networks_lib.init_variables(teacher, keys[3])
+  return out
+
+
+@dataclasses.dataclass
+class Stage:
+  """A jitted step with its state, as `train.py` builds them (minus data and checkpoints)."""
+  step_fn: Callable
+  state: Any
+  teacher_variables: Any
+  weights: steps.LossWeights
+  mesh: Any
+
+  def global_batch(self, host_batch):
+    return sharding.to_global_batch(host_batch, self.mesh)
+
+
+def build_stage(config, mode: str, variables: Dict[str, Any],
+                devices: Optional[Sequence[jax.Device]] = None) -> Stage:
+  """Networks, optimisers, initial `TrainState` and the jitted, donating step of one stage.
+
+  Args:
+    config: the run config (`compute_dtype`, optimisers, loss weights, `train.num_steps`).
+    mode: 'adapt' | 'distill'.
+    variables: as returned by `random_variables` (or converted from PyTorch).
+    devices: mesh devices (default: all); the batch must divide evenly over them.
+  """
+  mesh = sharding.make_mesh(devices)
+  sharding.check_batch_divisible(config.batch_size, mesh)
+  repl = sharding.replicated(mesh)
+  num_steps = config.train.num_steps
+  spec = networks_lib.model_spec(config, trained_network(config, mode))
+  student = networks_lib.create_segmentation_model(spec, config.compute_dtype)
+  teacher = None
+  if mode == 'distill':
+    teacher = networks_lib.create_segmentation_model(
+        networks_lib.model_spec(config, 'teacher'), config.compute_dtype)
+  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps,
+                                                 variables['student']['params'])
+  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
+  nets = steps.Networks(student=student, discriminator=networks_lib.create_discriminator(config),
+                        student_tx=student_tx, disc_tx=disc_tx, teacher=teacher)
+  weights = steps.loss_weights_from_config(config, mode)
+  state = jax.jit(
+      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
+      out_shardings=repl)(variables['student'], variables['disc_aux'], variables['disc_main'],
+                          rng=jax.random.PRNGKey(config.seed))
+  step_fn = jax.jit(
+      functools.partial(steps.train_step, networks=nets, weights=weights),
+      in_shardings=(repl, sharding.batch_sharding(mesh), repl), out_shardings=(repl, repl),
+      donate_argnums=0)
+  return Stage(step_fn=step_fn, state=state,
+               teacher_variables=jax.device_put(variables['teacher'], repl),
+               weights=weights, mesh=mesh)
+
+
+def median_time(fn: Callable[[], Any], warmup: int, iters: int) -> Tuple[float, List[float]]:
+  """Runs `fn` (which must block until its work is done) `warmup + iters` times.
+
+  Returns the median and the list of the timed wall-clock durations in seconds.
+  """
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def peak_flops(device: jax.Device, compute_dtype: str) -> Optional[float]:
+  """Dense peak FLOP/s of one device for `compute_dtype`, or None if not tabulated."""
+  for name, peaks in PEAK_FLOPS:
+    if name in device.device_kind:
+      return peaks.get(compute_dtype)
+  return None
+
+
+def compiled_flops(compiled) -> Optional[float]:
+  """FLOPs of one execution of a compiled program on one device (XLA cost analysis)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops is not None and flops >= 0 else None
+
+
+def peak_memory_bytes(devices: Sequence[jax.Device]) -> Optional[int]:
+  """Largest `peak_bytes_in_use` over `devices`, or None where memory stats are unavailable."""
+  peaks = [(d.memory_stats() or {}).get('peak_bytes_in_use') for d in devices]
+  peaks = [p for p in peaks if p is not None]
+  return max(peaks) if peaks else None
+
+
+def benchmark_train_step(config, warmup: int, iters: int, seed: int = 0) -> Dict[str, Any]:
+  """Compiles and times the configured step; returns the figures of the final JSON line."""
+  mode = stage_mode(config)
+  stage = build_stage(config, mode, random_variables(config, mode, seed))
+  batch = stage.global_batch(random_batch(config, seed))
+  t0 = time.perf_counter()
+  compiled = stage.step_fn.lower(stage.state, batch, stage.teacher_variables).compile()
+  compile_s = time.perf_counter() - t0
+  state = stage.state
+
+  def run():
+    nonlocal state
+    state, metrics = compiled(state, batch, stage.teacher_variables)
+    jax.block_until_ready((state, metrics))
+
+  step_time, _ = median_time(run, warmup, iters)
+  devices = list(stage.mesh.devices.flat)
+  per_device = compiled_flops(compiled)
+  flops = per_device * len(devices) if per_device is not None else None
+  peak = peak_flops(devices[0], config.compute_dtype)
+  mfu = flops / (step_time * peak * len(devices)) if flops and peak else None
+  return {'mode': mode, 'step_time_s': step_time,
+          'images_per_s': images_per_step(config, stage.weights) / step_time,
+          'compile_s': compile_s, 'flops_per_step': flops, 'mfu': mfu,
+          'peak_memory_bytes': peak_memory_bytes(devices),
+          'device': f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'}
+
+
+def eval_label_size(config, override: Optional[Sequence[str]] = None) -> Tuple[int, int]:
+  """Label (output) resolution of evaluation: explicit, synthetic, or the dataset's native."""
+  if override:
+    return tuple(int(v) for v in override)
+  if config.synthetic.enabled:
+    return tuple(config.synthetic.size)
+  return NATIVE_LABEL_SIZE[config.eval.dataset]
+
+
+def benchmark_eval(config, label_size: Tuple[int, int], warmup: int, iters: int,
+                   seed: int = 0) -> Dict[str, Any]:
+  """Images/s of the evaluation step (main logits upsampled to `label_size`, confusion matrix)."""
+  mesh = sharding.make_mesh()
+  repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  spec = networks_lib.model_spec(config, trained_network(config, stage_mode(config)))
+  model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
+  variables = networks_lib.init_variables(model, jax.random.PRNGKey(seed), sharding=repl)
+  batch_size = -(-config.eval.batch_size // mesh.size) * mesh.size  # As evaluate.py pads it.
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(0, 255, (batch_size, *config.eval.input_size, 3)).astype(np.float32)
+  labels = rng.integers(0, config.num_classes, (batch_size, *label_size)).astype(np.int32)
+  images, labels = (jax.device_put(x, batch_sharding) for x in (images - _CAFFE_MEAN, labels))
+  # evaluate.py's own step, so the figure is that of the real evaluation loop.
+  eval_step = evaluate._eval_step  # pylint: disable=protected-access
+  step = jax.jit(functools.partial(eval_step, model, config.num_classes),
+                 in_shardings=(repl, batch_sharding, batch_sharding),
+                 out_shardings=(repl, batch_sharding))
+  run = lambda: jax.block_until_ready(step(variables, images, labels))
+  step_time, _ = median_time(run, warmup + 1, iters)  # +1: the first call compiles.
+  return {'eval_step_time_s': step_time, 'eval_images_per_s': batch_size / step_time,
+          'eval_batch_size': batch_size, 'eval_input_size': list(config.eval.input_size),
+          'eval_label_size': list(label_size)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  result = benchmark_train_step(config, FLAGS.warmup, FLAGS.iters)
+  print(f"train step ({result['mode']}, batch {config.batch_size} per domain, source "
+        f'{tuple(config.source.size)}, target {tuple(config.target.size)}, compute '
+        f"{config.compute_dtype}) on {result['device']}: compile {result['compile_s']:.1f} s, "
+        f"median step {result['step_time_s'] * 1e3:.1f} ms, {result['images_per_s']:.2f} images/s")
+  if FLAGS.eval_iters > 0:
+    ev = benchmark_eval(config, eval_label_size(config, FLAGS.eval_label_size), FLAGS.warmup,
+                        FLAGS.eval_iters)
+    print(f"evaluation (batch {ev['eval_batch_size']}, input {tuple(ev['eval_input_size'])}, "
+          f"labels {tuple(ev['eval_label_size'])}): median {ev['eval_step_time_s'] * 1e3:.1f} "
+          f"ms, {ev['eval_images_per_s']:.2f} images/s")
+    result.update(ev)
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

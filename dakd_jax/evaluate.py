@@ -1,0 +1,149 @@
+"""Evaluation on the target validation set at full label resolution.
+
+The network sees the image resized to `config.eval.input_size`; its main logits are upsampled with
+align-corners bilinear interpolation to the label's full resolution (1024x2048 for Cityscapes),
+arg-maxed, and a 19x19 confusion matrix is accumulated on device. Written to `<out_dir>`:
+  metrics.json   {"miou", "pixel_acc", "per_class_iou": {name: iou}, "num_images",
+                  "checkpoint_step"} (percentages; null for classes absent from labels and
+                  predictions)
+  pred/<name>.png, pred/<name>_color.png   train-id and colour predictions, named after inputs
+  grid/<name>_{input,label,pred}.png, grid.png   input | ground truth | prediction for the first
+                 `eval.num_grid_images` images (the pipeline composes its own grid from these)
+"""
+
+import functools
+import json
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from dakd_jax import metrics as metrics_lib
+from dakd_jax import networks as networks_lib
+from dakd_jax import sharding
+from dakd_jax.data import labels as labels_lib
+from dakd_jax.data import pipeline as data_pipeline
+from dakd_jax.data import transforms
+from dakd_jax.models.layers import resize_align_corners
+
+METRICS_FILE = 'metrics.json'
+GRID_SUBDIR = 'grid'
+GRID_TILES = ('input', 'label', 'pred')
+
+
+def _eval_step(model, num_classes, variables, images, labels):
+  """Main-head prediction at label resolution and its confusion matrix (over the global batch)."""
+  outputs = model.apply(variables, images, train=False)
+  logits = resize_align_corners(outputs['main'].astype(jnp.float32), labels.shape[1:3])
+  pred = jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+  return metrics_lib.confusion_matrix(pred, labels, num_classes), pred
+
+
+def _local_rows(array):
+  """This process's rows of a batch-sharded global array, in order."""
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
+
+
+def _padded_batches(examples, batch_size):
+  """Groups examples of one shape into fixed-size batches, padding with fully ignored dummies."""
+  group = []
+  for example in examples:
+    if group and example['label'].shape != group[0]['label'].shape:
+      yield _stack(group, batch_size)
+      group = []
+    group.append(example)
+    if len(group) == batch_size:
+      yield _stack(group, batch_size)
+      group = []
+  if group:
+    yield _stack(group, batch_size)
+
+
+def _stack(group, batch_size):
+  real = len(group)
+  pad = {'image': np.zeros_like(group[0]['image']),
+         'label': np.full_like(group[0]['label'], labels_lib.IGNORE_LABEL), 'name': ''}
+  group = group + [pad] * (batch_size - real)
+  return ({'image': np.stack([g['image'] for g in group]),
+           'label': np.stack([g['label'] for g in group]).astype(np.int32)},
+          [g['name'] for g in group[:real]], [g['image'] for g in group[:real]])
+
+
+def _unbatched(dataset):
+  for batch in dataset:
+    for i in range(len(batch['label'])):
+      name = batch['name'][i]
+      yield {'image': batch['image'][i], 'label': batch['label'][i],
+             'name': name.decode() if isinstance(name, bytes) else str(name)}
+
+
+def _save_prediction(pred_dir, name, pred):
+  Image.fromarray(pred).save(os.path.join(pred_dir, f'{name}.png'))
+  Image.fromarray(labels_lib.colorize(pred)).save(os.path.join(pred_dir, f'{name}_color.png'))
+
+
+def picture_grid(rows, tile_width=256):
+  """Stacks rows of RGB tiles (uint8 `[H, W, 3]`, any sizes) into one image, tiles resized."""
+  def fit(tile):
+    h, w = tile.shape[:2]
+    size = (tile_width, max(1, round(h * tile_width / w)))
+    return np.asarray(Image.fromarray(tile).resize(size, Image.NEAREST))
+  lines = [np.concatenate([fit(t) for t in row], axis=1) for row in rows]
+  width = max(line.shape[1] for line in lines)
+  lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
+  return np.concatenate(lines, axis=0)
+
+
+def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
+  """Evaluates `variables` of the network `spec` on `config.eval`; returns the metrics dict."""
+  mesh = sharding.make_mesh()
+  repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
+  variables = jax.device_put(dict(variables), repl)
+  step = jax.jit(functools.partial(_eval_step, model, config.num_classes),
+                 in_shardings=(repl, batch_sharding, batch_sharding),
+                 out_shardings=(repl, batch_sharding))
+  pred_dir, grid_dir = os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)
+  save = config.eval.save_predictions
+  os.makedirs(grid_dir, exist_ok=True)
+  if save:
+    os.makedirs(pred_dir, exist_ok=True)
+
+  dataset = data_pipeline.make_eval_dataset(config.eval, data_dir=data_dir)
+  local_batch = jax.local_device_count()
+  confusion = jnp.zeros((config.num_classes,) * 2, jnp.int32)
+  grid_rows, num_images = [], 0
+  for host_batch, names, images in _padded_batches(_unbatched(dataset), local_batch):
+    batch = sharding.to_global_batch(host_batch, mesh)
+    conf, pred = step(variables, batch['image'], batch['label'])
+    confusion = confusion + conf
+    num_images += len(names)
+    if save or len(grid_rows) < config.eval.num_grid_images:
+      preds = _local_rows(pred)
+      for i, name in enumerate(names):
+        if save:
+          _save_prediction(pred_dir, name, preds[i])
+        if len(grid_rows) < config.eval.num_grid_images:
+          row = [transforms.denormalize(images[i], config.eval.normalization),
+                 labels_lib.colorize(host_batch['label'][i]), labels_lib.colorize(preds[i])]
+          for tile, kind in zip(row, GRID_TILES):
+            Image.fromarray(tile).save(os.path.join(grid_dir, f'{name}_{kind}.png'))
+          grid_rows.append(row)
+  # Every process holds the same global confusion matrix; the image count is summed likewise.
+  num_images = int(sharding.process_sum(num_images))
+  result = metrics_lib.segmentation_metrics(np.asarray(confusion), labels_lib.CLASS_NAMES)
+  result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
+            'per_class_iou': result['per_class_iou'], 'num_images': num_images,
+            'checkpoint_step': int(checkpoint_step)}
+  if jax.process_index() == 0:
+    with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
+      json.dump(result, f, indent=2)
+    if grid_rows:
+      Image.fromarray(picture_grid(grid_rows)).save(os.path.join(out_dir, 'grid.png'))
+  logging.info('evaluation of %s on %d images: mIoU %.2f, pixel acc %.2f', spec['arch'],
+               num_images, result['miou'], result['pixel_acc'])
+  return result

@@ -1,0 +1,48 @@
+"""Entry point: `python -m dakd_jax.main --config configs/gta2cs.py --workdir DIR`.
+
+Intentionally short: flags, multi-process start-up and logging; the work is in importable
+libraries (`dakd_jax.experiment`) that tests and notebooks call directly. Overrides follow
+ml_collections syntax, e.g. `--config.distill.paradigm=b --config.train.num_steps=1000`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from dakd_jax import experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() with cluster auto-detection '
+    '(Slurm, Kubernetes, Cloud TPU). Implied by --coordinator_address.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+
+
+def _maybe_initialize_distributed():
+  if _COORDINATOR.value:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # Used only on CPU.
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  _maybe_initialize_distributed()
+  logging.info('process %d of %d; local devices: %s; global device count %d',
+               jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
+  logging.info('config:\n%s', _CONFIG.value)
+  experiment.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

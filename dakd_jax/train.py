@@ -1,0 +1,182 @@
+"""One training stage (adaptation or distillation): data, state, jitted step, loop, resume, export.
+
+Directory layout of a stage (`workdir`):
+  checkpoints/   Orbax CheckpointManager: TrainState + both grain iterator states per saved step.
+  variables/     the final network as a variables directory (see `networks.py`).
+  eval/          metrics.json, prediction PNGs and the picture grid (see `evaluate.py`).
+  tensorboard/, metrics.jsonl   logged losses and learning rates.
+  stage.json     written last: the stage is complete and is skipped when run again.
+"""
+
+import functools
+import json
+import math
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from dakd_jax import checkpointing
+from dakd_jax import networks as networks_lib
+from dakd_jax import optim
+from dakd_jax import sharding
+from dakd_jax import steps
+from dakd_jax import writers
+from dakd_jax.data import pipeline as data_pipeline
+from dakd_jax.state import create_train_state
+
+STAGE_FILE = 'stage.json'
+
+
+def data_dir_of(config, workdir):
+  return config.data_dir or os.path.join(workdir, 'tfds')
+
+
+def is_complete(workdir):
+  return os.path.exists(os.path.join(workdir, STAGE_FILE))
+
+
+def read_stage(workdir):
+  with open(os.path.join(workdir, STAGE_FILE)) as f:
+    return json.load(f)
+
+
+def _global_batch(source, target, mesh):
+  # Target labels are never used: they do not exist in unsupervised adaptation.
+  host = {'source_image': source['image'], 'source_label': source['label'],
+          'target_image': target['image']}
+  return sharding.to_global_batch(host, mesh)
+
+
+def _initial_student(config, network, init_dir, model, rng, repl):
+  """Student variables: from a variables directory if given, else random."""
+  variables = networks_lib.init_variables(model, rng, sharding=repl)
+  if not init_dir:
+    logging.info('%s: random initialisation', network)
+    return variables
+  _, loaded = networks_lib.load_network(init_dir, expected_arch=config[network].arch,
+                                        reference=variables)
+  logging.info('%s: initialised from %s', network, init_dir)
+  return jax.device_put(loaded, repl)
+
+
+def _check_finite(metrics, step, manager):
+  bad = {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
+  if bad:
+    last = checkpointing.latest_step(manager)
+    raise FloatingPointError(
+        f'non-finite values at step {step}: {bad}; the run stopped and the last good checkpoint '
+        f'(step {last}) is kept in {manager.directory}')
+
+
+def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=''):
+  """Trains one network for `config.train.num_steps` steps; resumes from `workdir` if possible.
+
+  Args:
+    config: a validated config (`dakd_jax.config`).
+    workdir: the stage directory.
+    mode: 'adapt' (AdaptSegNet/ADVENT/source-only) or 'distill' (DAKD; needs `teacher_dir`).
+    network: 'teacher' or 'student': which `config.<network>` architecture is trained.
+    init_dir: variables directory to start from ('' = random).
+    teacher_dir: variables directory of the frozen teacher (distill mode).
+
+  Returns:
+    The exported variables directory of the trained network.
+  """
+  num_steps = config.train.num_steps
+  mesh = sharding.make_mesh()
+  repl = sharding.replicated(mesh)
+  sharding.check_batch_divisible(config.batch_size, mesh)
+  data_dir = data_dir_of(config, workdir)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, d_aux_rng, d_main_rng, state_rng = jax.random.split(rng, 4)
+
+  spec = networks_lib.model_spec(config, network)
+  student = networks_lib.create_segmentation_model(spec, config.compute_dtype)
+  discriminator = networks_lib.create_discriminator(config)
+  student_vars = _initial_student(config, network, init_dir, student, init_rng, repl)
+  d_init = functools.partial(networks_lib.init_variables, discriminator,
+                             channels=config.num_classes, sharding=repl)
+  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps, student_vars['params'])
+  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
+  weights = steps.loss_weights_from_config(config, mode)
+
+  teacher, teacher_vars = None, None
+  if mode == 'distill':
+    teacher_spec, teacher_vars = networks_lib.load_network(teacher_dir)
+    teacher = networks_lib.create_segmentation_model(teacher_spec, config.compute_dtype)
+    teacher_vars = jax.device_put(teacher_vars, repl)
+    logging.info('teacher %s from %s', teacher_spec['arch'], teacher_dir)
+
+  nets = steps.Networks(
+      student=student, discriminator=discriminator, student_tx=student_tx, disc_tx=disc_tx,
+      teacher=teacher,
+      learning_rates=functools.partial(optim.learning_rates, config.optim, num_steps))
+  state = jax.jit(
+      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
+      out_shardings=repl)(student_vars, d_init(d_aux_rng), d_init(d_main_rng), rng=state_rng)
+  batch_sharding = sharding.batch_sharding(mesh)
+  step_fn = jax.jit(
+      functools.partial(steps.train_step, networks=nets, weights=weights),
+      in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
+
+  source_it = iter(data_pipeline.make_train_dataset(
+      config.source, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir))
+  target_it = iter(data_pipeline.make_train_dataset(
+      config.target, global_batch_size=config.batch_size, seed=config.seed + 1,
+      data_dir=data_dir))
+  iterators = {'source_iter': source_it, 'target_iter': target_it}
+
+  manager = checkpointing.make_checkpoint_manager(
+      os.path.join(workdir, 'checkpoints'), max_to_keep=config.train.max_to_keep,
+      save_interval_steps=1)
+  start = checkpointing.latest_step(manager) or 0
+  if start:
+    state = checkpointing.restore_checkpoint(manager, state, iterators, step=start)
+    logging.info('resumed from step %d of %s', start, workdir)
+  writer = writers.MetricWriter(workdir)
+  if start == 0:
+    writer.write_hparams(config.to_dict())
+
+  logging.info('%s %s (%s): %d steps, global batch %d per domain on %d devices; compiling...',
+               mode, network, spec['arch'], num_steps, config.batch_size, mesh.size)
+  bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0,
+                  desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
+  t0 = time.time()
+  for step in range(start, num_steps):
+    batch = _global_batch(next(source_it), next(target_it), mesh)
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, metrics = step_fn(state, batch, teacher_vars)
+    bar.update(1)
+    done = step + 1
+    last = done == num_steps
+    if done % config.train.log_every == 0 or last or done % config.train.checkpoint_every == 0:
+      host_metrics = jax.device_get(metrics)
+      _check_finite(host_metrics, done, manager)
+      host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
+      writer.write_scalars(done, host_metrics)
+      bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
+    if done % config.train.checkpoint_every == 0 or last:
+      checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
+  bar.close()
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+
+  export_dir = os.path.join(workdir, 'export')
+  networks_lib.save_network(export_dir, spec, state.student.variables)
+  return export_dir
+
+
+def mark_complete(workdir, info):
+  """Writes `stage.json` last, atomically: the stage will be skipped from now on."""
+  if jax.process_index() != 0:
+    return
+  tmp = os.path.join(workdir, STAGE_FILE + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, STAGE_FILE))
