@@ -160,6 +160,8 @@ def results_grid(stage_names, stage_dirs):
 def run(config, workdir):
   """Dispatches on `config.mode`; returns the metrics (dict, or dict of dicts for pipeline)."""
   os.makedirs(workdir, exist_ok=True)
+  if not config.data_dir:  # One prepared copy of each dataset for every stage of the run.
+    config.data_dir = os.path.join(os.path.abspath(workdir), 'tfds')
   prepare_inputs(config, workdir)
   network = config.network
   if config.mode == 'pipeline':

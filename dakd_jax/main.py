@@ -5,6 +5,8 @@ libraries (`dakd_jax.experiment`) that tests and notebooks call directly. Overri
 ml_collections syntax, e.g. `--config.distill.paradigm=b --config.train.num_steps=1000`.
 """
 
+import logging as py_logging
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -33,9 +35,19 @@ def _maybe_initialize_distributed():
     jax.distributed.initialize()
 
 
+_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/')
+
+
+def _quiet_library_info(record):
+  """Keeps our INFO lines; libraries (Orbax logs every save) speak only from WARNING up."""
+  return record.levelno >= py_logging.WARNING or not any(
+      part in record.pathname for part in _QUIET_LIBRARIES)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_library_info)
   _maybe_initialize_distributed()
   logging.info('process %d of %d; local devices: %s; global device count %d',
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
