@@ -132,7 +132,6 @@ def base_config():
   config.train.log_every = 50  # Steps between logged losses / learning rates.
   config.train.checkpoint_every = 1_000  # Steps between (asynchronous) checkpoints.
   config.train.max_to_keep = 3  # Checkpoints kept per stage.
-  config.train.prefetch = 2  # Batches prepared ahead on host threads.
 
   # The whole method (mode=pipeline): stages and their lengths.
   config.pipeline = ml_collections.ConfigDict()

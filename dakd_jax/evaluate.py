@@ -48,29 +48,41 @@ def _local_rows(array):
   return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
 
 
-def _padded_batches(examples, batch_size):
-  """Groups examples of one shape into fixed-size batches, padding with fully ignored dummies."""
-  group = []
+def _padded_batches(examples, batch_size, min_batches):
+  """Groups examples of one shape into fixed-size batches, padding with fully ignored dummies.
+
+  Yields at least `min_batches` batches (dummies after the data runs out), so that every process
+  runs the same number of collective steps when its shard is shorter than another's.
+  """
+  group, count, last = [], 0, None
   for example in examples:
     if group and example['label'].shape != group[0]['label'].shape:
-      yield _stack(group, batch_size)
-      group = []
+      last = _stack(group, batch_size)
+      yield last
+      group, count = [], count + 1
     group.append(example)
     if len(group) == batch_size:
-      yield _stack(group, batch_size)
-      group = []
+      last = _stack(group, batch_size)
+      yield last
+      group, count = [], count + 1
   if group:
-    yield _stack(group, batch_size)
+    last = _stack(group, batch_size)
+    yield last
+    count += 1
+  for _ in range(min_batches - count):
+    yield _stack([], batch_size, template=last[0])
 
 
-def _stack(group, batch_size):
-  real = len(group)
-  pad = {'image': np.zeros_like(group[0]['image']),
-         'label': np.full_like(group[0]['label'], labels_lib.IGNORE_LABEL), 'name': ''}
-  group = group + [pad] * (batch_size - real)
-  return ({'image': np.stack([g['image'] for g in group]),
-           'label': np.stack([g['label'] for g in group]).astype(np.int32)},
-          [g['name'] for g in group[:real]], [g['image'] for g in group[:real]])
+def _stack(group, batch_size, template=None):
+  """Stacks `group` (or nothing, shaped like `template`) and pads it to `batch_size` with zero
+  images and all-ignore labels; returns (host batch, names, images) of the real examples."""
+  like = group[0] if group else {'image': template['image'][0], 'label': template['label'][0]}
+  pad = {'image': np.zeros_like(like['image']),
+         'label': np.full_like(like['label'], labels_lib.IGNORE_LABEL)}
+  rows = group + [pad] * (batch_size - len(group))
+  return ({'image': np.stack([r['image'] for r in rows]),
+           'label': np.stack([r['label'] for r in rows]).astype(np.int32)},
+          [g['name'] for g in group], [g['image'] for g in group])
 
 
 def _unbatched(dataset):
@@ -115,9 +127,14 @@ def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
 
   dataset = data_pipeline.make_eval_dataset(config.eval, data_dir=data_dir)
   local_batch = jax.local_device_count()
+  total = data_pipeline.num_examples(config.eval, data_dir=data_dir)
+  if config.eval.num_images >= 0:
+    total = min(total, config.eval.num_images)
+  per_process = -(-total // jax.process_count())
   confusion = jnp.zeros((config.num_classes,) * 2, jnp.int32)
   grid_rows, num_images = [], 0
-  for host_batch, names, images in _padded_batches(_unbatched(dataset), local_batch):
+  for host_batch, names, images in _padded_batches(_unbatched(dataset), local_batch,
+                                                   -(-per_process // local_batch)):
     batch = sharding.to_global_batch(host_batch, mesh)
     conf, pred = step(variables, batch['image'], batch['label'])
     confusion = confusion + conf

@@ -6,6 +6,7 @@ ml_collections syntax, e.g. `--config.distill.paradigm=b --config.train.num_step
 """
 
 import logging as py_logging
+import os
 
 from absl import app
 from absl import flags
@@ -24,6 +25,9 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir', None, 'Persistent XLA compilation cache shared by runs with the '
+    'same programs (resumed runs, other seeds); default <workdir>/xla_cache, "" to disable.')
 
 
 def _maybe_initialize_distributed():
@@ -49,6 +53,12 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_library_info)
   _maybe_initialize_distributed()
+  cache_dir = _CACHE_DIR.value
+  if cache_dir is None:
+    cache_dir = os.path.join(_WORKDIR.value, 'xla_cache')
+  if cache_dir:
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   logging.info('process %d of %d; local devices: %s; global device count %d',
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
   logging.info('config:\n%s', _CONFIG.value)

@@ -122,7 +122,8 @@ def make_train_dataset(domain_cfg: Mapping[str, Any], *, global_batch_size: int,
   return ds.batch(global_batch_size // shard_count, drop_remainder=True)
 
 
-def make_eval_dataset(eval_cfg: Mapping[str, Any], *, data_dir) -> grain.IterDataset:
+def make_eval_dataset(eval_cfg: Mapping[str, Any], *, data_dir, shard_index: int | None = None,
+                      shard_count: int | None = None) -> grain.IterDataset:
   """Ordered, single pass over `eval_cfg.split`, labels at full resolution.
 
   Args:
@@ -130,15 +131,20 @@ def make_eval_dataset(eval_cfg: Mapping[str, Any], *, data_dir) -> grain.IterDat
       network; falls back to `size`; None keeps it), `batch_size` (default 1) and `num_images`
       (-1 = all, else the first n in file order). No augmentation.
     data_dir: where the TFDS copy is prepared.
+    shard_index, shard_count: this host's interleaved slice of the (truncated) split; default
+      `jax.process_index()/process_count()`.
 
   Returns:
     An IterDataset of {'image': float32 [B, h, w, 3], 'label': int32 [B, H, W] (full resolution),
     'name': str [B] (input file stems)}; the last batch may be smaller.
   """
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
   source, cls = _data_source(eval_cfg, data_dir)
   ds = grain.MapDataset.source(source)
   if eval_cfg.get('num_images', -1) >= 0:
     ds = ds[:eval_cfg['num_images']]
+  ds = ds[shard_index::shard_count]
   ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH))
   input_size = eval_cfg.get('input_size') or eval_cfg.get('size')
   if input_size:
