@@ -26,10 +26,10 @@ def get_config():
   config.optim.d_lr = 1e-4
   config.adapt.lambda_adv_aux = 2e-3  # 10x the official weights: short runs from scratch.
   config.adapt.lambda_adv_main = 1e-2
-  config.pipeline.adapt_steps = 400
-  config.pipeline.distill_steps = 200
-  config.pipeline.distill_d_steps = 200
+  config.pipeline.adapt_steps = 300
+  config.pipeline.distill_steps = 150
+  config.pipeline.distill_d_steps = 150
   config.train.log_every = 50
-  config.train.checkpoint_every = 200
+  config.train.checkpoint_every = 150
   config.eval.num_grid_images = 4
   return config

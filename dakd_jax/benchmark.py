@@ -12,7 +12,6 @@ unknown, e.g. CPU), peak device memory (null where `memory_stats()` is unavailab
 evaluation throughput (images/s at full label resolution). The last output line is one JSON object.
 """
 
-import dataclasses
 import functools
 import json
 import statistics
@@ -27,10 +26,9 @@ import numpy as np
 
 from dakd_jax import evaluate
 from dakd_jax import networks as networks_lib
-from dakd_jax import optim
 from dakd_jax import sharding
 from dakd_jax import steps
-from dakd_jax.state import create_train_state
+from dakd_jax import train as train_lib
 
 # Dense peak FLOP/s per device by compute dtype (vendor data sheets; fp32 = non-tensor-core FP32 on
 # GPUs, TPUs publish no fp32 matrix rate). Matched by substring of `device.device_kind`, in order.
@@ -113,56 +111,11 @@ def random_variables(config, mode: str, seed: int = 0) -> Dict[str, Any]:
   return out
 
 
-@dataclasses.dataclass
-class Stage:
-  """A jitted step with its state, as `train.py` builds them (minus data and checkpoints)."""
-  step_fn: Callable
-  state: Any
-  teacher_variables: Any
-  weights: steps.LossWeights
-  mesh: Any
-
-  def global_batch(self, host_batch):
-    return sharding.to_global_batch(host_batch, self.mesh)
-
-
 def build_stage(config, mode: str, variables: Dict[str, Any],
-                devices: Optional[Sequence[jax.Device]] = None) -> Stage:
-  """Networks, optimisers, initial `TrainState` and the jitted, donating step of one stage.
-
-  Args:
-    config: the run config (`compute_dtype`, optimisers, loss weights, `train.num_steps`).
-    mode: 'adapt' | 'distill'.
-    variables: as returned by `random_variables` (or converted from PyTorch).
-    devices: mesh devices (default: all); the batch must divide evenly over them.
-  """
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch_divisible(config.batch_size, mesh)
-  repl = sharding.replicated(mesh)
-  num_steps = config.train.num_steps
-  spec = networks_lib.model_spec(config, trained_network(config, mode))
-  student = networks_lib.create_segmentation_model(spec, config.compute_dtype)
-  teacher = None
-  if mode == 'distill':
-    teacher = networks_lib.create_segmentation_model(
-        networks_lib.model_spec(config, 'teacher'), config.compute_dtype)
-  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps,
-                                                 variables['student']['params'])
-  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
-  nets = steps.Networks(student=student, discriminator=networks_lib.create_discriminator(config),
-                        student_tx=student_tx, disc_tx=disc_tx, teacher=teacher)
-  weights = steps.loss_weights_from_config(config, mode)
-  state = jax.jit(
-      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
-      out_shardings=repl)(variables['student'], variables['disc_aux'], variables['disc_main'],
-                          rng=jax.random.PRNGKey(config.seed))
-  step_fn = jax.jit(
-      functools.partial(steps.train_step, networks=nets, weights=weights),
-      in_shardings=(repl, sharding.batch_sharding(mesh), repl), out_shardings=(repl, repl),
-      donate_argnums=0)
-  return Stage(step_fn=step_fn, state=state,
-               teacher_variables=jax.device_put(variables['teacher'], repl),
-               weights=weights, mesh=mesh)
+                devices: Optional[Sequence[jax.Device]] = None) -> train_lib.Stage:
+  """The stage's jitted, donating step and initial state exactly as `train.py` builds them."""
+  return train_lib.build_stage(config, mode, variables, network=trained_network(config, mode),
+                               mesh=sharding.make_mesh(devices))
 
 
 def median_time(fn: Callable[[], Any], warmup: int, iters: int) -> Tuple[float, List[float]]:
@@ -255,7 +208,7 @@ def benchmark_eval(config, label_size: Tuple[int, int], warmup: int, iters: int,
   labels = rng.integers(0, config.num_classes, (batch_size, *label_size)).astype(np.int32)
   images, labels = (jax.device_put(x, batch_sharding) for x in (images - _CAFFE_MEAN, labels))
   # evaluate.py's own step, so the figure is that of the real evaluation loop.
-  eval_step = evaluate._eval_step  # pylint: disable=protected-access
+  eval_step = evaluate.eval_step
   step = jax.jit(functools.partial(eval_step, model, config.num_classes),
                  in_shardings=(repl, batch_sharding, batch_sharding),
                  out_shardings=(repl, batch_sharding))

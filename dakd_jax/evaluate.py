@@ -34,7 +34,7 @@ GRID_SUBDIR = 'grid'
 GRID_TILES = ('input', 'label', 'pred')
 
 
-def _eval_step(model, num_classes, variables, images, labels):
+def eval_step(model, num_classes, variables, images, labels):
   """Main-head prediction at label resolution and its confusion matrix (over the global batch)."""
   outputs = model.apply(variables, images, train=False)
   logits = resize_align_corners(outputs['main'].astype(jnp.float32), labels.shape[1:3])
@@ -116,7 +116,7 @@ def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
   repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
   variables = jax.device_put(dict(variables), repl)
-  step = jax.jit(functools.partial(_eval_step, model, config.num_classes),
+  step = jax.jit(functools.partial(eval_step, model, config.num_classes),
                  in_shardings=(repl, batch_sharding, batch_sharding),
                  out_shardings=(repl, batch_sharding))
   pred_dir, grid_dir = os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)

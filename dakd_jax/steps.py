@@ -20,7 +20,7 @@ import optax
 
 from dakd_jax import losses
 from dakd_jax.models.layers import resize_align_corners
-from dakd_jax.state import ModelState, TrainState
+from dakd_jax.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +223,8 @@ def train_step(state: TrainState, batch, teacher_variables, *, networks: Network
   grad_fn = jax.value_and_grad(generator_loss, has_aux=True)
   (total, (terms, batch_stats, predictions)), grads = grad_fn(
       state.student.params, state, networks, weights, batch, teacher)
-  metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()}}
+  metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
+             'grad_norm/student': optax.global_norm(grads)}
 
   new_state = state.replace(
       student=_apply_updates(state.student, grads, networks.student_tx, batch_stats),

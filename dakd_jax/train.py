@@ -2,22 +2,22 @@
 
 Directory layout of a stage (`workdir`):
   checkpoints/   Orbax CheckpointManager: TrainState + both grain iterator states per saved step.
-  variables/     the final network as a variables directory (see `networks.py`).
+  export/        the final network as a variables directory (see `networks.py`).
   eval/          metrics.json, prediction PNGs and the picture grid (see `evaluate.py`).
   tensorboard/, metrics.jsonl   logged losses and learning rates.
   stage.json     written last: the stage is complete and is skipped when run again.
 """
 
+import dataclasses
 import functools
 import json
 import math
 import os
 import time
+from typing import Any, Callable
 
 from absl import logging
 import jax
-import jax.numpy as jnp
-import numpy as np
 import tqdm
 
 from dakd_jax import checkpointing
@@ -27,7 +27,7 @@ from dakd_jax import sharding
 from dakd_jax import steps
 from dakd_jax import writers
 from dakd_jax.data import pipeline as data_pipeline
-from dakd_jax.state import create_train_state
+from dakd_jax.state import TrainState, create_train_state
 
 STAGE_FILE = 'stage.json'
 
@@ -73,6 +73,64 @@ def _check_finite(metrics, step, manager):
         f'(step {last}) is kept in {manager.directory}')
 
 
+@dataclasses.dataclass
+class Stage:
+  """A stage's jitted, state-donating step, its initial state and the frozen teacher."""
+  step_fn: Callable
+  state: TrainState
+  teacher_variables: Any
+  weights: steps.LossWeights
+  mesh: jax.sharding.Mesh
+
+  def global_batch(self, host_batch):
+    return sharding.to_global_batch(host_batch, self.mesh)
+
+
+def build_stage(config, mode, variables, *, network='student', teacher_spec=None, mesh=None):
+  """Networks, optimisers, the replicated step-0 state and the jitted step of one stage.
+
+  Args:
+    config: the run config (compute dtype, optimisers, loss weights, `train.num_steps`).
+    mode: 'adapt' | 'distill'.
+    variables: `{'student', 'disc_aux', 'disc_main', 'teacher'}` initial variables (teacher
+      None in adapt mode).
+    network: which `config.<network>` the student is ('teacher' when adapting the teacher).
+    teacher_spec: the teacher's model spec (default: `config.teacher`).
+    mesh: the ('data',) mesh (default: every device of every process).
+  """
+  mesh = mesh or sharding.make_mesh()
+  repl = sharding.replicated(mesh)
+  num_steps = config.train.num_steps
+  student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, network),
+                                                   config.compute_dtype)
+  teacher = None
+  if mode == 'distill':
+    teacher = networks_lib.create_segmentation_model(
+        teacher_spec or networks_lib.model_spec(config, 'teacher'), config.compute_dtype)
+  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps,
+                                                 variables['student']['params'])
+  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
+  nets = steps.Networks(
+      student=student, discriminator=networks_lib.create_discriminator(config),
+      student_tx=student_tx, disc_tx=disc_tx, teacher=teacher,
+      learning_rates=functools.partial(optim.learning_rates, config.optim, num_steps))
+  weights = steps.loss_weights_from_config(config, mode)
+  state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  state = jax.jit(
+      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
+      out_shardings=repl)(variables['student'], variables['disc_aux'], variables['disc_main'],
+                          rng=state_rng)
+  step_fn = jax.jit(
+      functools.partial(steps.train_step, networks=nets, weights=weights),
+      in_shardings=(repl, sharding.batch_sharding(mesh), repl), out_shardings=(repl, repl),
+      donate_argnums=0)
+  teacher_variables = None
+  if variables.get('teacher') is not None:
+    teacher_variables = jax.device_put(variables['teacher'], repl)
+  return Stage(step_fn=step_fn, state=state, teacher_variables=teacher_variables,
+               weights=weights, mesh=mesh)
+
+
 def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=''):
   """Trains one network for `config.train.num_steps` steps; resumes from `workdir` if possible.
 
@@ -87,42 +145,26 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
   Returns:
     The exported variables directory of the trained network.
   """
-  num_steps = config.train.num_steps
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
   sharding.check_batch_divisible(config.batch_size, mesh)
   data_dir = data_dir_of(config, workdir)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, d_aux_rng, d_main_rng, state_rng = jax.random.split(rng, 4)
+  init_rng, d_aux_rng, d_main_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
 
   spec = networks_lib.model_spec(config, network)
   student = networks_lib.create_segmentation_model(spec, config.compute_dtype)
   discriminator = networks_lib.create_discriminator(config)
-  student_vars = _initial_student(config, network, init_dir, student, init_rng, repl)
   d_init = functools.partial(networks_lib.init_variables, discriminator,
                              channels=config.num_classes, sharding=repl)
-  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps, student_vars['params'])
-  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
-  weights = steps.loss_weights_from_config(config, mode)
-
-  teacher, teacher_vars = None, None
+  variables = {'student': _initial_student(config, network, init_dir, student, init_rng, repl),
+               'disc_aux': d_init(d_aux_rng), 'disc_main': d_init(d_main_rng), 'teacher': None}
+  teacher_spec = None
   if mode == 'distill':
-    teacher_spec, teacher_vars = networks_lib.load_network(teacher_dir)
-    teacher = networks_lib.create_segmentation_model(teacher_spec, config.compute_dtype)
-    teacher_vars = jax.device_put(teacher_vars, repl)
+    teacher_spec, variables['teacher'] = networks_lib.load_network(teacher_dir)
     logging.info('teacher %s from %s', teacher_spec['arch'], teacher_dir)
-
-  nets = steps.Networks(
-      student=student, discriminator=discriminator, student_tx=student_tx, disc_tx=disc_tx,
-      teacher=teacher,
-      learning_rates=functools.partial(optim.learning_rates, config.optim, num_steps))
-  state = jax.jit(
-      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
-      out_shardings=repl)(student_vars, d_init(d_aux_rng), d_init(d_main_rng), rng=state_rng)
-  batch_sharding = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(
-      functools.partial(steps.train_step, networks=nets, weights=weights),
-      in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
+  stage = build_stage(config, mode, variables, network=network, teacher_spec=teacher_spec,
+                      mesh=mesh)
+  state, num_steps = stage.state, config.train.num_steps
 
   source_it = iter(data_pipeline.make_train_dataset(
       config.source, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir))
@@ -150,7 +192,7 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
   for step in range(start, num_steps):
     batch = _global_batch(next(source_it), next(target_it), mesh)
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, metrics = step_fn(state, batch, teacher_vars)
+      state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
     bar.update(1)
     done = step + 1
     last = done == num_steps
