@@ -189,25 +189,29 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0,
                   desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
   t0 = time.time()
-  for step in range(start, num_steps):
-    batch = _global_batch(next(source_it), next(target_it), mesh)
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
-    bar.update(1)
-    done = step + 1
-    last = done == num_steps
-    if done % config.train.log_every == 0 or last or done % config.train.checkpoint_every == 0:
-      host_metrics = jax.device_get(metrics)
-      _check_finite(host_metrics, done, manager)
-      host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
-      writer.write_scalars(done, host_metrics)
-      bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
-    if done % config.train.checkpoint_every == 0 or last:
-      checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
-  bar.close()
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+  try:
+    for step in range(start, num_steps):
+      batch = _global_batch(next(source_it), next(target_it), mesh)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
+      bar.update(1)
+      done = step + 1
+      last = done == num_steps
+      if done % config.train.log_every == 0 or last or done % config.train.checkpoint_every == 0:
+        host_metrics = jax.device_get(metrics)
+        _check_finite(host_metrics, done, manager)
+        host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
+        writer.write_scalars(done, host_metrics)
+        bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
+      if done % config.train.checkpoint_every == 0 or last:
+        checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
+  finally:
+    # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
+    # finished work is lost, and the next run resumes from it.
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
 
   export_dir = os.path.join(workdir, 'export')
   networks_lib.save_network(export_dir, spec, state.student.variables)

