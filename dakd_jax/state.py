@@ -41,8 +41,9 @@ class TrainState(flax.struct.PyTreeNode):
     disc_aux: discriminator on the auxiliary ("feature-level") output.
     disc_main: discriminator on the main output.
     step: int32 scalar, the number of completed updates; drives the poly schedules.
-    rng: uint32 PRNG key, folded with `step` for any randomness inside the step, so a resumed
-      run draws exactly what an uninterrupted one would.
+    rng: uint32 PRNG key, checkpointed with the rest. The DAKD step draws no randomness today;
+      stochastic extensions (dropout, on-device augmentation) must use
+      `jax.random.fold_in(rng, step)` so that a resumed run draws what an uninterrupted one would.
   """
   student: ModelState
   disc_aux: ModelState
