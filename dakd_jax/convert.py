@@ -12,27 +12,23 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 
 CLI:
   python -m dakd_jax.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
-writes the variables with `checkpointing.save_variables` plus `model.json` (name and options)
-so that `load_converted(out)` can rebuild the matching module.
+writes a variables directory (`networks.save_network`: Orbax variables plus `model.json` with the
+architecture and options), the format training reads with `--config.<network>.init`.
 """
 
 import argparse
-import json
 import os
 import pickle
 import re
 import sys
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dakd_jax import models
 from dakd_jax.models import drn
-
-MODEL_INFO_FILE = 'model.json'
 
 _RENAMES = {
     'seg_main': 'seg1', 'seg_aux': 'seg2', 'aux_head': 'layer5', 'main_head': 'layer6',
@@ -186,26 +182,6 @@ def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np
   return _normalise_state_dict(obj)
 
 
-def write_model_info(directory: str, model_name: str, num_classes: int,
-                     options: Mapping[str, Any]) -> None:
-  """Writes `directory/model.json` with the model name, class count and options."""
-  with open(os.path.join(directory, MODEL_INFO_FILE), 'w') as f:
-    json.dump({'model': model_name, 'num_classes': num_classes, 'options': dict(options)}, f,
-              indent=2)
-
-
-def load_converted(directory: str) -> Tuple[nn.Module, Dict[str, Any]]:
-  """Rebuilds the module described by `directory/model.json` and loads its variables."""
-  from dakd_jax import checkpointing  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
-  info_path = os.path.join(directory, MODEL_INFO_FILE)
-  if not os.path.isfile(info_path):
-    raise ValueError(f'{info_path}: missing; not a directory written by dakd_jax.convert')
-  with open(info_path) as f:
-    info = json.load(f)
-  model = models.create_model(info['model'], info['num_classes'], **info['options'])
-  return model, checkpointing.load_variables(directory)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
   """The conversion CLI; exits with a one-line `error: ...` on bad input."""
   parser = argparse.ArgumentParser(
@@ -226,15 +202,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   options = {name: value for name, value in (
       ('width', args.width), ('aux_tap', args.aux_tap), ('aspp_branches', args.aspp_branches),
       ('ndf', args.ndf)) if value is not None}
-  from dakd_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
   try:
     state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)
     variables = torch_to_flax(state, args.model, num_classes=args.num_classes, seed=args.seed,
                               **options)
   except ValueError as e:
     sys.exit(f'error: {e}')
-  checkpointing.save_variables(args.out, variables)
-  write_model_info(args.out, args.model, args.num_classes, options)
+  # The same variables directory a finished stage exports: `--config.<net>.init` reads it.
+  networks.save_network(args.out, {'arch': args.model, 'num_classes': args.num_classes,
+                                   'options': options}, variables)
   print(f'wrote {args.model} ({models.count_params(variables):,} parameters) to {args.out}')
 
 

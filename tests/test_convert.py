@@ -1,6 +1,5 @@
 """PyTorch -> Flax conversion: key sets, layouts, error reporting, and the CLI round trip."""
 
-import json
 import os
 
 import jax
@@ -10,6 +9,7 @@ import pytest
 
 from dakd_jax import convert
 from dakd_jax import models
+from dakd_jax import networks
 
 torch = pytest.importorskip('torch')
 R = pytest.importorskip('dakd_jax.torch_ref.models')
@@ -131,10 +131,11 @@ def test_cli_round_trip(tmp_path):
   out = tmp_path / 'converted'
   convert.main(['--model', 'drn_d_22', '--torch-checkpoint', str(path), '--out', str(out),
                 '--width', '0.125', '--aux-tap', 'layer7'])
-  with open(out / convert.MODEL_INFO_FILE) as f:
-    assert json.load(f) == {'model': 'drn_d_22', 'num_classes': 19,
-                            'options': {'width': 0.125, 'aux_tap': 'layer7'}}
-  model, variables = convert.load_converted(str(out))
+  # Read back exactly as training reads `--config.student.init`.
+  spec, variables = networks.load_network(str(out), expected_arch='drn_d_22')
+  assert spec == {'arch': 'drn_d_22', 'num_classes': 19,
+                  'options': {'width': 0.125, 'aux_tap': 'layer7'}}
+  model = networks.create_segmentation_model(spec)
   assert model.aux_tap == 'layer7' and model.width == 0.125
   x = torch.randn(2, 3, 40, 56)
   with torch.no_grad():
@@ -157,7 +158,7 @@ def test_cli_refuses_pickled_module_without_trust(tmp_path, capsys):
   assert '--trust-pickle' in message and str(path) in message and '\n' not in message
   assert not os.path.exists(tmp_path / 'd')
   convert.main(argv + ['--trust-pickle'])
-  _, variables = convert.load_converted(str(tmp_path / 'd'))
+  _, variables = networks.load_network(str(tmp_path / 'd'), expected_arch='fc_discriminator')
   np.testing.assert_allclose(variables['params']['conv4']['kernel'],
                              module.conv4.weight.detach().numpy().transpose(2, 3, 1, 0))
   assert 'wrote fc_discriminator' in capsys.readouterr().out
