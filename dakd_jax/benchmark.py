@@ -8,8 +8,12 @@ sharded), from random weights, on random normalised images and labels: the input
 deliberately excluded, so the figures are the step's own. Reported: compile time, median step
 time, images/s (source + target images the step consumes), XLA's FLOP count of the compiled step,
 model FLOPs utilisation against the device's peak for the compute dtype (null where the peak is
-unknown, e.g. CPU), peak device memory (null where `memory_stats()` is unavailable, e.g. CPU), and
-evaluation throughput (images/s at full label resolution). The last output line is one JSON object.
+unknown, e.g. CPU), peak device memory (null where `memory_stats()` is unavailable, e.g. CPU), two
+memory figures that exist on every backend (`compiled_temp_bytes`: XLA's scratch allocation of the
+compiled step per device; `activation_bytes`: what autodiff keeps from the trained network's
+training forward for its backward, which `config.remat` shrinks), and evaluation throughput
+(images/s at full label resolution). The last output line is one JSON object. `--compile_only`
+skips the timed runs (e.g. to size the paper's shapes on a small machine).
 """
 
 import functools
@@ -55,6 +59,7 @@ def _define_flags():
   flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.')
   flags.DEFINE_integer('iters', 10, 'Timed steps (the median is reported).')
   flags.DEFINE_integer('eval_iters', 10, 'Timed evaluation batches (0 = skip).')
+  flags.DEFINE_bool('compile_only', False, 'Compile and report FLOPs and memory; time nothing.')
   flags.DEFINE_list(
       'eval_label_size', None, 'H,W of evaluation labels; default: synthetic.size when synthetic '
       'data is enabled, else the eval dataset\'s native size.')
@@ -157,11 +162,44 @@ def peak_memory_bytes(devices: Sequence[jax.Device]) -> Optional[int]:
   return max(peaks) if peaks else None
 
 
-def benchmark_train_step(config, warmup: int, iters: int, seed: int = 0) -> Dict[str, Any]:
-  """Compiles and times the configured step; returns the figures of the final JSON line."""
+def compiled_temp_bytes(compiled) -> Optional[int]:
+  """XLA's temporary (scratch) allocation of a compiled program on one device, if reported."""
+  analysis = compiled.memory_analysis()
+  return int(analysis.temp_size_in_bytes) if analysis is not None else None
+
+
+def activation_bytes(config, network: str, variables: Dict[str, Any],
+                     images: jax.ShapeDtypeStruct) -> int:
+  """Bytes autodiff saves from `network`'s training forward on `images` for the backward.
+
+  The leaves of the VJP closure (`jax.vjp`, traced abstractly with `jax.eval_shape`): the
+  activations the backward pass reads, plus the parameters and input it reuses. This is the
+  program before XLA's optimisations, so it shows what `config.remat` asks for on every backend.
+  """
+  model = networks_lib.create_segmentation_model(
+      networks_lib.model_spec(config, network), config.compute_dtype, remat=config.remat)
+
+  def forward(params, batch_stats, x):
+    out, _ = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                         mutable=['batch_stats'])
+    return out
+
+  vjp = jax.eval_shape(lambda *args: jax.vjp(forward, *args)[1], variables['params'],
+                       variables['batch_stats'], images)
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(vjp))
+
+
+def benchmark_train_step(config, warmup: int, iters: int, seed: int = 0,
+                         compile_only: bool = False) -> Dict[str, Any]:
+  """Compiles and times the configured step; returns the figures of the final JSON line.
+
+  With `compile_only` the step is not run: `step_time_s`, `images_per_s` and `mfu` are None.
+  """
   mode = stage_mode(config)
-  stage = build_stage(config, mode, random_variables(config, mode, seed))
-  batch = stage.global_batch(random_batch(config, seed))
+  variables = random_variables(config, mode, seed)
+  stage = build_stage(config, mode, variables)
+  host_batch = random_batch(config, seed)
+  batch = stage.global_batch(host_batch)
   t0 = time.perf_counter()
   compiled = stage.step_fn.lower(stage.state, batch, stage.teacher_variables).compile()
   compile_s = time.perf_counter() - t0
@@ -172,17 +210,21 @@ def benchmark_train_step(config, warmup: int, iters: int, seed: int = 0) -> Dict
     state, metrics = compiled(state, batch, stage.teacher_variables)
     jax.block_until_ready((state, metrics))
 
-  step_time, _ = median_time(run, warmup, iters)
+  step_time = None if compile_only else median_time(run, warmup, iters)[0]
   devices = list(stage.mesh.devices.flat)
   per_device = compiled_flops(compiled)
   flops = per_device * len(devices) if per_device is not None else None
   peak = peak_flops(devices[0], config.compute_dtype)
-  mfu = flops / (step_time * peak * len(devices)) if flops and peak else None
+  mfu = flops / (step_time * peak * len(devices)) if flops and peak and step_time else None
+  source_images = jax.ShapeDtypeStruct(host_batch['source_image'].shape, np.float32)
   return {'mode': mode, 'step_time_s': step_time,
-          'images_per_s': images_per_step(config, stage.weights) / step_time,
+          'images_per_s': images_per_step(config, stage.weights) / step_time if step_time else None,
           'compile_s': compile_s, 'flops_per_step': flops, 'mfu': mfu,
           'peak_memory_bytes': peak_memory_bytes(devices),
-          'device': f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'}
+          'device': f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})',
+          'compiled_temp_bytes': compiled_temp_bytes(compiled),
+          'activation_bytes': activation_bytes(config, trained_network(config, mode),
+                                               variables['student'], source_images)}
 
 
 def eval_label_size(config, override: Optional[Sequence[str]] = None) -> Tuple[int, int]:
@@ -219,16 +261,24 @@ def benchmark_eval(config, label_size: Tuple[int, int], warmup: int, iters: int,
           'eval_label_size': list(label_size)}
 
 
+def _mib(num_bytes: Optional[int]) -> str:
+  return 'n/a' if num_bytes is None else f'{num_bytes / 2**20:.1f} MiB'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  result = benchmark_train_step(config, FLAGS.warmup, FLAGS.iters)
+  result = benchmark_train_step(config, FLAGS.warmup, FLAGS.iters, compile_only=FLAGS.compile_only)
+  timing = ('' if FLAGS.compile_only else f", median step {result['step_time_s'] * 1e3:.1f} ms, "
+            f"{result['images_per_s']:.2f} images/s")
   print(f"train step ({result['mode']}, batch {config.batch_size} per domain, source "
         f'{tuple(config.source.size)}, target {tuple(config.target.size)}, compute '
-        f"{config.compute_dtype}) on {result['device']}: compile {result['compile_s']:.1f} s, "
-        f"median step {result['step_time_s'] * 1e3:.1f} ms, {result['images_per_s']:.2f} images/s")
-  if FLAGS.eval_iters > 0:
+        f"{config.compute_dtype}, remat {config.remat}) on {result['device']}: compile "
+        f"{result['compile_s']:.1f} s{timing}; XLA scratch "
+        f"{_mib(result['compiled_temp_bytes'])} per device, saved activations "
+        f"{_mib(result['activation_bytes'])}")
+  if FLAGS.eval_iters > 0 and not FLAGS.compile_only:
     ev = benchmark_eval(config, eval_label_size(config, FLAGS.eval_label_size), FLAGS.warmup,
                         FLAGS.eval_iters)
     print(f"evaluation (batch {ev['eval_batch_size']}, input {tuple(ev['eval_input_size'])}, "

@@ -15,6 +15,7 @@ ADAPT_METHODS = ('adaptsegnet', 'advent', 'source_only')
 PARADIGMS = ('a', 'b', 'c', 'd')
 KL_MODES = ('paper', 'legacy_zero', 'modern_surrogate')
 MSE_TARGETS = ('aux_logprobs', 'features')
+DTYPES = ('float32', 'bfloat16', 'float16')
 DATASETS = ('gta5', 'cityscapes', 'bdd100k')
 STAGES = ('source_only', 'teacher', 'student', 'distill_a', 'distill_b', 'distill_c',
           'distill_d')
@@ -89,6 +90,9 @@ def base_config():
   config.discriminator = ml_collections.ConfigDict()
   config.discriminator.ndf = 64  # Width of the first conv; 64 is the official value.
   config.compute_dtype = 'float32'  # 'bfloat16' on GPU/TPU: fp32 params, bf16 convolutions.
+  # Recompute each residual block / conv stack of the trained network in the backward pass
+  # instead of storing its activations: less memory (larger batches), more forward compute.
+  config.remat = False
 
   # Adaptation (AdaptSegNet multi-level output-space adversarial; ADVENT variant).
   config.adapt = ml_collections.ConfigDict()
@@ -110,6 +114,9 @@ def base_config():
   config.distill.lambda_ce = 1.0  # Teacher pseudo-label cross-entropy weight.
   config.distill.pseudo_label_threshold = 0.0  # Ignore pixels under this teacher confidence.
   config.distill.teacher_bn = 'eval'  # 'eval' (running statistics) | 'train' (released code).
+  # Compute dtype of the frozen teacher's forward ('' = compute_dtype): the teacher is never
+  # differentiated, so it may run in inference precision ('bfloat16') under an fp32 student.
+  config.distill.teacher_dtype = ''
   # Variables directory of the frozen teacher; '' = the pipeline's teacher stage.
   config.distill.teacher = ''
   # Student start: a variables directory, 'adapted' (its own DA stage, default), or 'init'
@@ -132,6 +139,9 @@ def base_config():
   config.train.log_every = 50  # Steps between logged losses / learning rates.
   config.train.checkpoint_every = 1_000  # Steps between (asynchronous) checkpoints.
   config.train.max_to_keep = 3  # Checkpoints kept per stage.
+  # Batches transferred to the devices ahead of the step by a background thread (0 = transfer
+  # in the loop). Checkpointed data positions count consumed batches only, so resume is exact.
+  config.train.prefetch_to_device = 2
 
   # The whole method (mode=pipeline): stages and their lengths.
   config.pipeline = ml_collections.ConfigDict()
@@ -176,8 +186,12 @@ def validate(config):
   _require(d.gamma >= 0, 'distill.gamma', 'a non-negative number', d.gamma)
   _require(0 <= d.pseudo_label_threshold < 1, 'distill.pseudo_label_threshold', 'in [0, 1)',
            d.pseudo_label_threshold)
-  _require(config.compute_dtype in ('float32', 'bfloat16', 'float16'), 'compute_dtype',
-           "'float32', 'bfloat16' or 'float16'", config.compute_dtype)
+  _require(config.compute_dtype in DTYPES, 'compute_dtype', f'one of {DTYPES}',
+           config.compute_dtype)
+  _require(d.teacher_dtype in ('',) + DTYPES, 'distill.teacher_dtype',
+           f"'' (= compute_dtype) or one of {DTYPES}", d.teacher_dtype)
+  _require(config.train.prefetch_to_device >= 0, 'train.prefetch_to_device',
+           'a non-negative int', config.train.prefetch_to_device)
   _require(config.batch_size >= 1, 'batch_size', 'a positive int', config.batch_size)
   _require(config.train.num_steps >= 1, 'train.num_steps', 'a positive int',
            config.train.num_steps)

@@ -26,10 +26,14 @@ def model_spec(config, network):
   return {'arch': net.arch, 'num_classes': config.num_classes, 'options': dict(net.options)}
 
 
-def create_segmentation_model(spec, compute_dtype='float32'):
-  """Instantiates a model from a spec (`model_spec` or a `model.json`)."""
+def create_segmentation_model(spec, compute_dtype='float32', remat=False):
+  """Instantiates a model from a spec (`model_spec` or a `model.json`).
+
+  `compute_dtype` and `remat` are run-time choices, not part of the spec: they change neither
+  the variables nor (up to rounding) the outputs.
+  """
   return models.create_model(spec['arch'], num_classes=spec['num_classes'],
-                             dtype=jnp.dtype(compute_dtype), **spec['options'])
+                             dtype=jnp.dtype(compute_dtype), remat=remat, **spec['options'])
 
 
 def create_discriminator(config):

@@ -45,11 +45,12 @@ def read_stage(workdir):
     return json.load(f)
 
 
-def _global_batch(source, target, mesh):
-  # Target labels are never used: they do not exist in unsupervised adaptation.
-  host = {'source_image': source['image'], 'source_label': source['label'],
-          'target_image': target['image']}
-  return sharding.to_global_batch(host, mesh)
+def _device_stream(domain_cfg, keys, *, config, seed, data_dir, mesh):
+  """An iterator of `{key: global jax.Array}` batches of one domain, prefetched to the mesh."""
+  ds = data_pipeline.make_train_dataset(domain_cfg, global_batch_size=config.batch_size,
+                                        seed=seed, data_dir=data_dir)
+  put = lambda batch: sharding.to_global_batch({k: batch[k] for k in keys}, mesh)
+  return iter(data_pipeline.prefetch_to_device(ds, put, config.train.prefetch_to_device))
 
 
 def _initial_student(config, network, init_dir, model, rng, repl):
@@ -102,11 +103,12 @@ def build_stage(config, mode, variables, *, network='student', teacher_spec=None
   repl = sharding.replicated(mesh)
   num_steps = config.train.num_steps
   student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, network),
-                                                   config.compute_dtype)
+                                                   config.compute_dtype, remat=config.remat)
   teacher = None
   if mode == 'distill':
     teacher = networks_lib.create_segmentation_model(
-        teacher_spec or networks_lib.model_spec(config, 'teacher'), config.compute_dtype)
+        teacher_spec or networks_lib.model_spec(config, 'teacher'),
+        config.distill.teacher_dtype or config.compute_dtype)
   student_tx = optim.make_segmentation_optimizer(config.optim, num_steps,
                                                  variables['student']['params'])
   disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
@@ -166,11 +168,10 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
                       mesh=mesh)
   state, num_steps = stage.state, config.train.num_steps
 
-  source_it = iter(data_pipeline.make_train_dataset(
-      config.source, global_batch_size=config.batch_size, seed=config.seed, data_dir=data_dir))
-  target_it = iter(data_pipeline.make_train_dataset(
-      config.target, global_batch_size=config.batch_size, seed=config.seed + 1,
-      data_dir=data_dir))
+  stream = functools.partial(_device_stream, config=config, data_dir=data_dir, mesh=mesh)
+  source_it = stream(config.source, ('image', 'label'), seed=config.seed)
+  # Target labels are never used: they do not exist in unsupervised adaptation.
+  target_it = stream(config.target, ('image',), seed=config.seed + 1)
   iterators = {'source_iter': source_it, 'target_iter': target_it}
 
   manager = checkpointing.make_checkpoint_manager(
@@ -189,9 +190,14 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0,
                   desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
   t0 = time.time()
+  input_s, logged = 0.0, start  # Time the loop waited for batches since the last log.
   try:
     for step in range(start, num_steps):
-      batch = _global_batch(next(source_it), next(target_it), mesh)
+      t_input = time.perf_counter()
+      source, target = next(source_it), next(target_it)
+      input_s += time.perf_counter() - t_input
+      batch = {'source_image': source['image'], 'source_label': source['label'],
+               'target_image': target['image']}
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
       bar.update(1)
@@ -201,6 +207,8 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
         host_metrics = jax.device_get(metrics)
         _check_finite(host_metrics, done, manager)
         host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
+        host_metrics['perf/input_wait_s_per_step'] = input_s / (done - logged)
+        input_s, logged = 0.0, done
         writer.write_scalars(done, host_metrics)
         bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
       if done % config.train.checkpoint_every == 0 or last:
@@ -209,6 +217,8 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
     # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
     # finished work is lost, and the next run resumes from it.
     bar.close()
+    for it in iterators.values():
+      it.close()
     manager.wait_until_finished()
     manager.close()
     writer.close()

@@ -106,3 +106,17 @@ def test_benchmark_last_line_is_json():
   assert result['images_per_s'] == pytest.approx(4 / result['step_time_s'])
   assert result['mfu'] is None and result['peak_memory_bytes'] is None  # Unknown on CPU.
   assert result['eval_label_size'] == [128, 256]  # The demo's synthetic (full) resolution.
+  assert result['compiled_temp_bytes'] > 0 and result['activation_bytes'] > 0
+
+
+def test_remat_shrinks_the_saved_activations():
+  config = tiny_config('adapt')
+  variables = compare.benchmark.random_variables(config, 'adapt')['student']
+  images = jax.ShapeDtypeStruct((2, 64, 128, 3), 'float32')
+  saved = {}
+  for remat in (False, True):
+    config.remat = remat
+    saved[remat] = compare.benchmark.activation_bytes(config, 'student', variables, images)
+  params = sum(x.nbytes for x in jax.tree.leaves(variables['params']))
+  # Without remat every block's intermediates are kept; with it, essentially the block inputs.
+  assert saved[True] - params < 0.4 * (saved[False] - params)

@@ -4,6 +4,8 @@ import logging
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
@@ -194,15 +196,21 @@ def test_same_seed_same_batches_other_seed_other_batches(gta5, data_dir):
   assert not np.array_equal(batches(3), batches(4))
 
 
-def test_restored_iterator_continues_with_the_next_batch(gta5, data_dir):
+@pytest.mark.parametrize('device_buffer', [None, 0, 3])
+def test_restored_iterator_continues_with_the_next_batch(gta5, data_dir, device_buffer):
   def make():
-    return pipeline.make_train_dataset(cfg('gta5', gta5, size=(8, 14), augment=AUGMENT),
-                                       global_batch_size=2, seed=5, data_dir=data_dir,
-                                       shard_index=0, shard_count=1)
+    ds = pipeline.make_train_dataset(cfg('gta5', gta5, size=(8, 14), augment=AUGMENT),
+                                     global_batch_size=2, seed=5, data_dir=data_dir,
+                                     shard_index=0, shard_count=1)
+    if device_buffer is None:
+      return ds
+    # The prefetch thread runs ahead of the consumer; the state must not.
+    return pipeline.prefetch_to_device(ds, lambda b: jax.tree.map(jnp.asarray, b), device_buffer)
 
   it = iter(make())
   for _ in range(4):  # crosses an epoch boundary (6 images, batches of 2)
     next(it)
+  time.sleep(0.2)  # Let a prefetch thread fill its buffer.
   state = it.get_state()
   expected = [next(it) for _ in range(3)]
   resumed = iter(make())
@@ -211,6 +219,8 @@ def test_restored_iterator_continues_with_the_next_batch(gta5, data_dir):
     got = next(resumed)
     np.testing.assert_array_equal(got['image'], want['image'])
     np.testing.assert_array_equal(got['label'], want['label'])
+  it.close()
+  resumed.close()
 
 
 def test_two_hosts_see_disjoint_shards_covering_the_dataset(gta5, data_dir):

@@ -1,6 +1,7 @@
 """Models: parameter counts, output shapes, torch-exact BatchNorm and resize, parity vs PyTorch."""
 
 import copy
+import functools
 import math
 
 import jax
@@ -117,6 +118,36 @@ def test_bfloat16_compute_keeps_float32_params_and_stats():
   assert out['main'].dtype == jnp.bfloat16
   leaves = jax.tree.leaves(variables) + jax.tree.leaves(updated)
   assert all(leaf.dtype == jnp.float32 for leaf in leaves)
+
+
+@pytest.mark.parametrize('name, options, compare_gradients', [
+    ('drn_d_22', {'width': 0.0625}, True),
+    ('deeplabv2_r101', {}, False),  # Compiling R101's gradient twice costs minutes on CPU.
+])
+def test_remat_keeps_variables_and_gradients_and_recomputes(name, options, compare_gradients):
+  plain = models.create_model(name, 5, **options)
+  remat = models.create_model(name, 5, remat=True, **options)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 40, 48, 3))
+  init = jax.jit(plain.init) if compare_gradients else functools.partial(jax.eval_shape,
+                                                                         plain.init)
+  variables = init(jax.random.PRNGKey(1), x)
+  assert (jax.tree.structure(jax.eval_shape(remat.init, jax.random.PRNGKey(1), x))
+          == jax.tree.structure(variables))
+
+  def loss(params, batch_stats, model):
+    out, stats = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                             mutable=['batch_stats'])
+    return jnp.mean(out['main'] ** 2) + jnp.mean(out['aux'] ** 2), stats
+
+  grad_fn = lambda model: jax.jit(jax.grad(functools.partial(loss, model=model), has_aux=True))
+  args = (variables['params'], variables['batch_stats'])
+  # The backward pass recomputes the blocks' convolutions rather than storing their outputs.
+  count = lambda model: grad_fn(model).lower(*args).as_text().count('stablehlo.convolution')
+  assert count(remat) > count(plain)
+  if compare_gradients:
+    expected, got = (grad_fn(m)(*args) for m in (plain, remat))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(jnp.abs(a).max()))
 
 
 # ------------------------------------------------------------------------------ resize

@@ -14,6 +14,7 @@ from dakd_jax import networks as networks_lib
 from dakd_jax import optim
 from dakd_jax import sharding
 from dakd_jax import steps
+from dakd_jax import train as train_lib
 from dakd_jax.state import create_train_state
 
 H, W, BATCH, STEPS = 32, 64, 8, 10
@@ -145,6 +146,45 @@ def test_no_gradient_reaches_the_teacher(teacher_bn):
 
   grads = jax.jit(jax.grad(total_loss))(t_vars['params'])
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_teacher_runs_in_its_own_precision():
+  """`distill.teacher_dtype` puts the teacher's convolutions, and only those, in bf16."""
+  config = tiny_config()
+  rng = jax.random.PRNGKey(0)
+  make = lambda net, dtype='float32': networks_lib.create_segmentation_model(
+      networks_lib.model_spec(config, net), dtype)
+  disc = networks_lib.create_discriminator(config)
+  variables = {'student': networks_lib.init_variables(make('student'), rng),
+               'teacher': networks_lib.init_variables(make('teacher'), rng),
+               'disc_aux': networks_lib.init_variables(disc, rng, channels=19),
+               'disc_main': networks_lib.init_variables(disc, rng, channels=19)}
+  batch = random_batch()
+
+  def bf16_convolutions(teacher_dtype):
+    config.distill.teacher_dtype = teacher_dtype
+    stage = train_lib.build_stage(config, 'distill', variables)
+    text = stage.step_fn.lower(stage.state, stage.global_batch(batch),
+                               stage.teacher_variables).as_text()
+    convs = [line for line in text.splitlines() if 'stablehlo.convolution' in line]
+    return sum('bf16' in line for line in convs), len(convs)
+
+  teacher_forward = jax.jit(make('teacher').apply).lower(
+      variables['teacher'], jnp.zeros((BATCH, H, W, 3))).as_text()
+  convs_per_teacher_pass = teacher_forward.count('stablehlo.convolution')
+  assert bf16_convolutions('bfloat16')[0] == 2 * convs_per_teacher_pass  # source + target
+  assert bf16_convolutions('')[0] == 0
+
+  # The bf16 teacher's logits follow the float32 teacher's.
+  weights = steps.loss_weights_from_config(config, 'distill')
+  images = jnp.asarray(batch['source_image'])
+  outputs = {dtype: steps.teacher_outputs(
+      steps.Networks(student=None, discriminator=None, student_tx=None, disc_tx=None,
+                     teacher=make('teacher', dtype)), variables['teacher'], images, weights)
+             for dtype in ('float32', 'bfloat16')}
+  ref, low = outputs['float32']['main'], outputs['bfloat16']['main']
+  assert low.dtype == jnp.float32
+  assert float(jnp.linalg.norm(low - ref) / jnp.linalg.norm(ref)) < 3e-2
 
 
 def test_players_do_not_move_each_other():

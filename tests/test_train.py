@@ -62,21 +62,19 @@ def test_killed_and_resumed_run_equals_uninterrupted(synthetic_root, data_dir, t
   config = tiny_config(synthetic_root, data_dir)
   experiment.run(config, str(tmp_path / 'straight'))
 
-  calls = {'n': 0}
-  real_global_batch = train_lib._global_batch
+  real_annotation = jax.profiler.StepTraceAnnotation
 
-  def killed_after_five_steps(*args):
-    calls['n'] += 1
-    if calls['n'] == 6:  # Steps 1-5 done, last checkpoint at step 4: step 5 is lost work.
+  def killed_at_step_five(name, step_num):
+    if step_num == 5:  # Five steps done, the last checkpoint after four: the fifth is lost.
       raise KeyboardInterrupt('simulated kill')
-    return real_global_batch(*args)
+    return real_annotation(name, step_num=step_num)
 
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(train_lib, '_global_batch', killed_after_five_steps)
+  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_five)
   with pytest.raises(KeyboardInterrupt):
     experiment.run(tiny_config(synthetic_root, data_dir), resumed)
   assert not train_lib.is_complete(resumed)
-  monkeypatch.setattr(train_lib, '_global_batch', real_global_batch)
+  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
   experiment.run(tiny_config(synthetic_root, data_dir), resumed)
 
   a, b = exported(str(tmp_path / 'straight')), exported(resumed)
@@ -167,6 +165,8 @@ def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
     ('source.root', '/nonexistent/gta5', r'config\.source\.root: expected an existing directory'),
     ('distill.kl_mode', 'kl', r'config\.distill\.kl_mode'),
     ('teacher.init', '/nonexistent', r'config\.teacher\.init: expected a variables directory'),
+    ('distill.teacher_dtype', 'int8', r'config\.distill\.teacher_dtype: expected'),
+    ('train.prefetch_to_device', -1, r'config\.train\.prefetch_to_device: expected'),
 ])
 def test_invalid_config_fails_with_the_key(synthetic_root, data_dir, key, value, message):
   config = tiny_config(synthetic_root, data_dir, **{key: value})

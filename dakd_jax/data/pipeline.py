@@ -14,7 +14,7 @@ choice derives from (seed, position in the stream), and the iterator state is a 
 import logging
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
@@ -120,6 +120,20 @@ def make_train_dataset(domain_cfg: Mapping[str, Any], *, global_batch_size: int,
     ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.get('flip'))))
   ds = ds.to_iter_dataset(_read_options())
   return ds.batch(global_batch_size // shard_count, drop_remainder=True)
+
+
+def prefetch_to_device(ds: grain.IterDataset, put: Callable[[Any], Any],
+                       buffer_size: int) -> grain.IterDataset:
+  """`ds` with every element passed through `put` (e.g. host batch -> sharded device arrays).
+
+  With `buffer_size > 0` a background thread runs `put` and keeps `buffer_size` transferred
+  elements ready, so neither batching nor the host-to-device copy waits on the train step. The
+  iterator's state (`get_state`, Orbax's grain handler) is that of the last element *returned*,
+  not of the prefetched ones, so a checkpoint resumes exactly. `buffer_size == 0`: `put` runs in
+  the caller's thread. Call `close()` on the iterator to stop its thread.
+  """
+  ds = ds.map(put)
+  return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer_size)
 
 
 def make_eval_dataset(eval_cfg: Mapping[str, Any], *, data_dir, shard_index: int | None = None,

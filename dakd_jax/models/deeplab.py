@@ -62,18 +62,23 @@ class Bottleneck(nn.Module):
 
 
 class ResNetStage(nn.Module):
-  """`num_blocks` Bottlenecks; the first has the stride and the projection shortcut."""
+  """`num_blocks` Bottlenecks; the first has the stride and the projection shortcut.
+
+  `remat` recomputes each block in the backward pass.
+  """
   planes: int
   num_blocks: int
   stride: int = 1
   dilation: int = 1
   dtype: Any = jnp.float32
   freeze_bn_affine: bool = True
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block = layers.maybe_remat(Bottleneck, self.remat)
     for j in range(self.num_blocks):
-      x = Bottleneck(self.planes, stride=self.stride if j == 0 else 1, dilation=self.dilation,
+      x = block(self.planes, stride=self.stride if j == 0 else 1, dilation=self.dilation,
                      project=j == 0, dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine,
                      name=f'block{j}')(x, train)
     return x
@@ -110,12 +115,14 @@ class DeepLabV2Multi(nn.Module):
     dtype: compute dtype (parameters and BN statistics stay float32).
     freeze_bn_affine: stop gradients to BN scale/bias (default True, as in AdaptSegNet).
     return_features: also return layer3 ('aux_features') and layer4 ('main_features') maps.
+    remat: recompute every bottleneck in the backward pass instead of storing its activations.
   """
   num_classes: int = 19
   aspp_branches: int = 4
   dtype: Any = jnp.float32
   freeze_bn_affine: bool = True
   return_features: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> Dict[str, jax.Array]:
@@ -134,7 +141,8 @@ class DeepLabV2Multi(nn.Module):
     features = []
     for i, (planes, blocks, stride, dilation) in enumerate(STAGES):
       x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=self.dtype,
-                      freeze_bn_affine=self.freeze_bn_affine, name=f'layer{i + 1}')(x, train)
+                      freeze_bn_affine=self.freeze_bn_affine, remat=self.remat,
+                      name=f'layer{i + 1}')(x, train)
       features.append(x)
     head = lambda name: ASPPHead(self.num_classes, self.aspp_branches, self.dtype, name=name)
     out = {'aux': head('aux_head')(features[2]), 'main': head('main_head')(features[3])}

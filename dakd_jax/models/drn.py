@@ -7,6 +7,7 @@ Layer table (fyu/drn, D architecture): channels (16, 32, 64, 128, 256, 512, 512,
 Output stride 8; heads are 1x1 convs: `seg_main` on layer8, `seg_aux` on the tap (layer6/7).
 """
 
+import functools
 from typing import Any, Dict, Optional
 
 import flax.linen as nn
@@ -81,7 +82,7 @@ class ResidualStack(nn.Module):
   """`num_blocks` BasicBlocks; the first carries the stride and, on a shape change, a projection.
 
   DRN-D uses `new_level=False` for layers 5/6, so every block (the first included) uses the
-  full dilation.
+  full dilation. `remat` recomputes each block in the backward pass.
   """
   features: int
   num_blocks: int
@@ -89,12 +90,14 @@ class ResidualStack(nn.Module):
   dilation: int = 1
   dtype: Optional[Any] = None
   freeze_bn_affine: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    block = layers.maybe_remat(BasicBlock, self.remat)
     for j in range(self.num_blocks):
       first = j == 0
-      x = BasicBlock(
+      x = block(
           self.features, stride=self.stride if first else 1, dilation=self.dilation,
           project=first and (self.stride != 1 or x.shape[-1] != self.features),
           dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine, name=f'block{j}')(x, train)
@@ -123,6 +126,8 @@ class DRNSeg(nn.Module):
     dtype: compute dtype (parameters and BN statistics stay float32).
     freeze_bn_affine: stop gradients to BN scale/bias.
     return_features: also return the tap ('aux_features') and layer8 ('main_features') maps.
+    remat: recompute every residual block and conv stack in the backward pass instead of
+      storing its activations (same variables and results, less memory).
   """
   arch: str = 'drn_d_22'
   num_classes: int = 19
@@ -131,6 +136,7 @@ class DRNSeg(nn.Module):
   dtype: Any = jnp.float32
   freeze_bn_affine: bool = False
   return_features: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> Dict[str, jax.Array]:
@@ -145,12 +151,16 @@ class DRNSeg(nn.Module):
       raise ValueError(f'DRNSeg: unknown aux_tap {self.aux_tap!r}; valid: {list(AUX_TAPS)}')
     common = dict(dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine)
     blocks = BLOCKS[self.arch]
-    x = ConvStack(_scaled(CHANNELS[0], self.width), 1, kernel_size=7, name='layer0',
-                  **common)(images, train)
+    conv_stack = layers.maybe_remat(ConvStack, self.remat)
+    x = conv_stack(_scaled(CHANNELS[0], self.width), 1, kernel_size=7, name='layer0',
+                   **common)(images, train)
     taps = {}
     for i, (stride, dilation) in enumerate(_STAGES):
       features = _scaled(CHANNELS[i], self.width)
-      stack = ResidualStack if 2 <= i <= 5 else ConvStack
+      if 2 <= i <= 5:
+        stack = functools.partial(ResidualStack, remat=self.remat)
+      else:
+        stack = conv_stack
       x = stack(features, blocks[i], stride=stride, dilation=dilation, name=f'layer{i + 1}',
                 **common)(x, train)
       taps[f'layer{i + 1}'] = x

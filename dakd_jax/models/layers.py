@@ -60,6 +60,12 @@ def resize_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
   return jnp.einsum('Ww,nhwc->nhWc', cols, x)
 
 
+def maybe_remat(block: type[nn.Module], remat: bool) -> type[nn.Module]:
+  """`block` (whose call is `(x, train)`), rematerialised if `remat`: its activations are
+  recomputed in the backward pass instead of stored. Variables and outputs are unchanged."""
+  return nn.remat(block, static_argnums=(2,)) if remat else block
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over [N, H, W, C] with exactly PyTorch's `BatchNorm2d` arithmetic.
 
