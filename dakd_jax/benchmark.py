@@ -16,7 +16,6 @@ training forward for its backward, which `config.remat` shrinks), and evaluation
 skips the timed runs (e.g. to size the paper's shapes on a small machine).
 """
 
-import functools
 import json
 import statistics
 import time
@@ -102,18 +101,8 @@ def images_per_step(config, weights: steps.LossWeights) -> int:
 
 def random_variables(config, mode: str, seed: int = 0) -> Dict[str, Any]:
   """Random `{'student', 'disc_aux', 'disc_main', 'teacher'}` variables (teacher None in adapt)."""
-  keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-  net = trained_network(config, mode)
-  student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, net))
-  disc = networks_lib.create_discriminator(config)
-  out = {'student': networks_lib.init_variables(student, keys[0]),
-         'disc_aux': networks_lib.init_variables(disc, keys[1], channels=config.num_classes),
-         'disc_main': networks_lib.init_variables(disc, keys[2], channels=config.num_classes),
-         'teacher': None}
-  if mode == 'distill':
-    teacher = networks_lib.create_segmentation_model(networks_lib.model_spec(config, 'teacher'))
-    out['teacher'] = networks_lib.init_variables(teacher, keys[3])
-  return out
+  return train_lib.random_variables(config, trained_network(config, mode), seed,
+                                    teacher=mode == 'distill')
 
 
 def build_stage(config, mode: str, variables: Dict[str, Any],
@@ -244,16 +233,13 @@ def benchmark_eval(config, label_size: Tuple[int, int], warmup: int, iters: int,
   spec = networks_lib.model_spec(config, trained_network(config, stage_mode(config)))
   model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
   variables = networks_lib.init_variables(model, jax.random.PRNGKey(seed), sharding=repl)
-  batch_size = -(-config.eval.batch_size // mesh.size) * mesh.size  # As evaluate.py pads it.
+  batch_size = evaluate.global_batch_size(config, mesh)
   rng = np.random.default_rng(seed)
   images = rng.uniform(0, 255, (batch_size, *config.eval.input_size, 3)).astype(np.float32)
   labels = rng.integers(0, config.num_classes, (batch_size, *label_size)).astype(np.int32)
   images, labels = (jax.device_put(x, batch_sharding) for x in (images - _CAFFE_MEAN, labels))
-  # evaluate.py's own step, so the figure is that of the real evaluation loop.
-  eval_step = evaluate.eval_step
-  step = jax.jit(functools.partial(eval_step, model, config.num_classes),
-                 in_shardings=(repl, batch_sharding, batch_sharding),
-                 out_shardings=(repl, batch_sharding))
+  # evaluate.py's own jitted step, so the figure is that of the real evaluation loop.
+  step = evaluate.jit_eval_step(model, config.num_classes, mesh)
   run = lambda: jax.block_until_ready(step(variables, images, labels))
   step_time, _ = median_time(run, warmup + 1, iters)  # +1: the first call compiles.
   return {'eval_step_time_s': step_time, 'eval_images_per_s': batch_size / step_time,

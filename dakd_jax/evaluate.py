@@ -42,6 +42,19 @@ def eval_step(model, num_classes, variables, images, labels):
   return metrics_lib.confusion_matrix(pred, labels, num_classes), pred
 
 
+def jit_eval_step(model, num_classes, mesh):
+  """`eval_step` jitted over the mesh: variables replicated, images and labels batch-sharded."""
+  repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(functools.partial(eval_step, model, num_classes),
+                 in_shardings=(repl, batch_sharding, batch_sharding),
+                 out_shardings=(repl, batch_sharding))
+
+
+def global_batch_size(config, mesh):
+  """`config.eval.batch_size` rounded up to a multiple of the mesh's devices."""
+  return -(-config.eval.batch_size // mesh.size) * mesh.size
+
+
 def _local_rows(array):
   """This process's rows of a batch-sharded global array, in order."""
   shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
@@ -113,12 +126,9 @@ def picture_grid(rows, tile_width=256):
 def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
   """Evaluates `variables` of the network `spec` on `config.eval`; returns the metrics dict."""
   mesh = sharding.make_mesh()
-  repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
-  variables = jax.device_put(dict(variables), repl)
-  step = jax.jit(functools.partial(eval_step, model, config.num_classes),
-                 in_shardings=(repl, batch_sharding, batch_sharding),
-                 out_shardings=(repl, batch_sharding))
+  variables = jax.device_put(dict(variables), sharding.replicated(mesh))
+  step = jit_eval_step(model, config.num_classes, mesh)
   pred_dir, grid_dir = os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)
   save = config.eval.save_predictions
   os.makedirs(grid_dir, exist_ok=True)
@@ -126,7 +136,7 @@ def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
     os.makedirs(pred_dir, exist_ok=True)
 
   dataset = data_pipeline.make_eval_dataset(config.eval, data_dir=data_dir)
-  local_batch = jax.local_device_count()
+  local_batch = global_batch_size(config, mesh) // jax.process_count()
   total = data_pipeline.num_examples(config.eval, data_dir=data_dir)
   if config.eval.num_images >= 0:
     total = min(total, config.eval.num_images)

@@ -46,12 +46,9 @@ def prepare_inputs(config, workdir):
       s = config.synthetic
       synthetic.generate(out, seed=s.seed, size=tuple(s.size), num_source=s.num_source,
                          num_target_train=s.num_target_train, num_target_val=s.num_target_val)
-    roots = {'gta5': 'gta5', 'cityscapes': 'cityscapes', 'bdd100k': 'bdd100k'}
-    for key in ('source', 'target'):
+    for key in ('source', 'target', 'eval'):  # The generator writes one folder per dataset.
       if not config[key].root:
-        config[key].root = os.path.join(out, roots[config[key].dataset])
-    if not config.eval.root:
-      config.eval.root = os.path.join(out, roots[config.eval.dataset])
+        config[key].root = os.path.join(out, config[key].dataset)
     multihost_utils.sync_global_devices('synthetic data')
   config_lib.validate(config)
   data_dir = train_lib.data_dir_of(config, workdir)
@@ -98,12 +95,12 @@ def run_stage(config, stage_dir, *, mode, network, init_dir='', teacher_dir='', 
   return info
 
 
-def _student_start(config, stage_dirs, name):
-  if name == 'distill_d':
-    return os.path.join(stage_dirs['distill_c'], 'export')
+def _student_start(config, adapted=''):
+  """The variables directory a distilled student starts from (`distill.student_init`);
+  `adapted` is the adapted student's export when `student.trained` does not name one."""
   choice = config.distill.student_init
   if choice == 'adapted':
-    return config.student.trained or os.path.join(stage_dirs['student'], 'export')
+    return config.student.trained or adapted
   return config.student.init if choice == 'init' else choice
 
 
@@ -121,8 +118,10 @@ def run_pipeline(config, workdir):
       info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
                        init_dir=config[network].init, trained_dir=trained)
     else:
-      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
-                       init_dir=_student_start(config, stage_dirs, name), teacher_dir=teacher_dir)
+      start = (os.path.join(stage_dirs['distill_c'], 'export') if name == 'distill_d' else
+               _student_start(config, os.path.join(stage_dirs['student'], 'export')))
+      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network, init_dir=start,
+                       teacher_dir=teacher_dir)
     results[name] = info['metrics']
   write_results(workdir, results, stage_dirs)
   return results
@@ -172,8 +171,6 @@ def run(config, workdir):
   if config.mode == 'adapt':
     info = run_stage(config, workdir, mode='adapt', network=network, init_dir=config[network].init)
   else:
-    choice = config.distill.student_init
-    init = {'adapted': config.student.trained, 'init': config.student.init}.get(choice, choice)
-    info = run_stage(config, workdir, mode='distill', network='student', init_dir=init,
-                     teacher_dir=config.distill.teacher)
+    info = run_stage(config, workdir, mode='distill', network='student',
+                     init_dir=_student_start(config), teacher_dir=config.distill.teacher)
   return info['metrics']

@@ -53,16 +53,21 @@ def _device_stream(domain_cfg, keys, *, config, seed, data_dir, mesh):
   return iter(data_pipeline.prefetch_to_device(ds, put, config.train.prefetch_to_device))
 
 
-def _initial_student(config, network, init_dir, model, rng, repl):
-  """Student variables: from a variables directory if given, else random."""
-  variables = networks_lib.init_variables(model, rng, sharding=repl)
-  if not init_dir:
-    logging.info('%s: random initialisation', network)
-    return variables
-  _, loaded = networks_lib.load_network(init_dir, expected_arch=config[network].arch,
-                                        reference=variables)
-  logging.info('%s: initialised from %s', network, init_dir)
-  return jax.device_put(loaded, repl)
+def random_variables(config, network, seed, *, teacher=False, sharding=None):
+  """Random initial `{'student', 'disc_aux', 'disc_main', 'teacher'}` variables of a stage.
+
+  `student` is `config.<network>`; `teacher` (random `config.teacher`) only if asked, else None.
+  """
+  key = jax.random.PRNGKey(seed)
+  student_key, d_aux_key, d_main_key = jax.random.split(key, 3)
+  init = functools.partial(networks_lib.init_variables, sharding=sharding)
+  segmentation = lambda net: networks_lib.create_segmentation_model(
+      networks_lib.model_spec(config, net), config.compute_dtype)
+  discriminator = networks_lib.create_discriminator(config)
+  return {'student': init(segmentation(network), student_key),
+          'disc_aux': init(discriminator, d_aux_key, channels=config.num_classes),
+          'disc_main': init(discriminator, d_main_key, channels=config.num_classes),
+          'teacher': init(segmentation('teacher'), jax.random.fold_in(key, 3)) if teacher else None}
 
 
 def _check_finite(metrics, step, manager):
@@ -151,15 +156,13 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
   repl = sharding.replicated(mesh)
   sharding.check_batch_divisible(config.batch_size, mesh)
   data_dir = data_dir_of(config, workdir)
-  init_rng, d_aux_rng, d_main_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-
   spec = networks_lib.model_spec(config, network)
-  student = networks_lib.create_segmentation_model(spec, config.compute_dtype)
-  discriminator = networks_lib.create_discriminator(config)
-  d_init = functools.partial(networks_lib.init_variables, discriminator,
-                             channels=config.num_classes, sharding=repl)
-  variables = {'student': _initial_student(config, network, init_dir, student, init_rng, repl),
-               'disc_aux': d_init(d_aux_rng), 'disc_main': d_init(d_main_rng), 'teacher': None}
+  variables = random_variables(config, network, config.seed, sharding=repl)
+  if init_dir:
+    _, loaded = networks_lib.load_network(init_dir, expected_arch=spec['arch'],
+                                          reference=variables['student'])
+    variables['student'] = jax.device_put(loaded, repl)
+  logging.info('%s: initialised from %s', network, init_dir or 'random weights')
   teacher_spec = None
   if mode == 'distill':
     teacher_spec, variables['teacher'] = networks_lib.load_network(teacher_dir)
