@@ -201,9 +201,9 @@ def validate(config):
   _check_size('target.size', config.target.size)
   _check_size('eval.input_size', config.eval.input_size)
   for key in ('source', 'target'):
-    for norm_key in (f'{key}.normalization',):
-      value = config[key].normalization
-      _require(value in ('caffe', 'imagenet'), norm_key, "'caffe' or 'imagenet'", value)
+    value = config[key].normalization
+    _require(value in ('caffe', 'imagenet'), f'{key}.normalization', "'caffe' or 'imagenet'",
+             value)
   trains = config.mode in ('adapt', 'distill', 'pipeline')
   _check_dataset_root('source', config.source.dataset, config.source.root, trains)
   _check_dataset_root('target', config.target.dataset, config.target.root, trains)
