@@ -95,7 +95,14 @@ def run_stage(config, stage_dir, *, mode, network, init_dir='', teacher_dir='', 
   return info
 
 
-def _student_start(config, adapted=''):
+def _student_start(config, stage_dirs, name):
+  """Where the pipeline's distillation stage `name` starts its student from."""
+  if name == 'distill_d':
+    return os.path.join(stage_dirs['distill_c'], 'export')
+  return _student_init(config, os.path.join(stage_dirs['student'], 'export'))
+
+
+def _student_init(config, adapted=''):
   """The variables directory a distilled student starts from (`distill.student_init`);
   `adapted` is the adapted student's export when `student.trained` does not name one."""
   choice = config.distill.student_init
@@ -118,10 +125,8 @@ def run_pipeline(config, workdir):
       info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
                        init_dir=config[network].init, trained_dir=trained)
     else:
-      start = (os.path.join(stage_dirs['distill_c'], 'export') if name == 'distill_d' else
-               _student_start(config, os.path.join(stage_dirs['student'], 'export')))
-      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network, init_dir=start,
-                       teacher_dir=teacher_dir)
+      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
+                       init_dir=_student_start(config, stage_dirs, name), teacher_dir=teacher_dir)
     results[name] = info['metrics']
   write_results(workdir, results, stage_dirs)
   return results
@@ -172,5 +177,5 @@ def run(config, workdir):
     info = run_stage(config, workdir, mode='adapt', network=network, init_dir=config[network].init)
   else:
     info = run_stage(config, workdir, mode='distill', network='student',
-                     init_dir=_student_start(config), teacher_dir=config.distill.teacher)
+                     init_dir=_student_init(config), teacher_dir=config.distill.teacher)
   return info['metrics']
