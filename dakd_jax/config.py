@@ -1,34 +1,49 @@
 """The configuration schema: every field of a dakd-jax run, its default, and start-up validation.
 
-Experiment files in `configs/` call `base_config()` and override a few fields. Defaults follow
-`decisions.md`: the paper's method done correctly, with the released code's behaviours behind
-switches. Sizes are `(height, width)`; batch sizes are global (all hosts together) per domain.
+A run is a pipeline of *stages* (`config.stages.<name>`, run in the order of `config.pipeline`).
+Each stage trains one network (`config.networks.<name>`) with one method (`dakd_jax.methods`) and
+its own batch, image sizes, schedule, optimiser and inputs, so every official script's settings
+can be written down as they ran; `configs/gta2cs.py` spells out the paper's stages. Run-level
+fields (data roots, precision, logging, evaluation) are shared by every stage. Defaults follow
+`decisions.md`: the paper's method done correctly, the released code's behaviours behind switches.
+Sizes are `(height, width)`; batch sizes are global (all hosts together) per domain.
 """
 
 import os
 
 import ml_collections
 
-MODES = ('adapt', 'distill', 'eval', 'pipeline')
-NETWORKS = ('teacher', 'student')
-ADAPT_METHODS = ('adaptsegnet', 'advent', 'source_only')
-PARADIGMS = ('a', 'b', 'c', 'd')
-KL_MODES = ('paper', 'legacy_zero', 'modern_surrogate')
-MSE_TARGETS = ('aux_logprobs', 'features')
+from dakd_jax import methods
+from dakd_jax.data.builders import BUILDERS
+
+MODES = ('train', 'eval')
 DTYPES = ('float32', 'bfloat16', 'float16')
-DATASETS = ('gta5', 'cityscapes', 'bdd100k')
-STAGES = ('source_only', 'teacher', 'student', 'distill_a', 'distill_b', 'distill_c',
-          'distill_d')
+NORMALIZATIONS = ('caffe', 'imagenet')
+BN_SYNC = ('global', 'per_device')
+EVAL_SELECT = ('last', 'best_oracle')
+STAGE_REF = 'stage:'  # `init`, `frozen.*` and `players` inputs taken from another stage.
 
 
-def domain_config(dataset, size, split='train', root=''):
-  """One input stream: an official dataset folder, resized to `size` (H, W)."""
+def network_config(arch, init='', **options):
+  """A segmentation network: registry name, constructor options and pretrained weights."""
   cfg = ml_collections.ConfigDict()
-  cfg.dataset = dataset  # 'gta5' | 'cityscapes' | 'bdd100k'.
-  cfg.root = root  # The official extracted folder (see datasets/<name>/README.md).
-  cfg.split = split  # Split of the TFDS builder ('train' | 'val').
-  cfg.size = size  # (H, W) every image is resized to (bicubic; labels nearest).
-  cfg.normalization = 'caffe'  # 'caffe': BGR minus mean in 0-255 (official); 'imagenet'.
+  cfg.arch = arch  # 'drn_d_22' | 'drn_d_38' | 'deeplabv2_r101' (dakd_jax.models).
+  # Constructor options (width, aux_tap, aspp_branches, freeze_bn_affine, ...). The network's
+  # own options decide its optimiser groups: heads, and BN affine frozen or not.
+  cfg.options = ml_collections.ConfigDict(options)
+  # Pretrained weights every stage training this network starts from unless it names its own
+  # `init`: a variables directory (`python -m dakd_jax.tools.convert`, e.g. ImageNet DRN);
+  # '' = random initialisation.
+  cfg.init = init
+  return cfg
+
+
+def stream_config(dataset, size, split='train'):
+  """One training input stream of a stage: a dataset split resized to `size` (H, W)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.dataset = dataset  # A key of config.roots ('gta5' | 'cityscapes' | 'bdd100k').
+  cfg.split = split
+  cfg.size = tuple(size)  # Bicubic for images, nearest for labels (official: no crop).
   cfg.augment = ml_collections.ConfigDict()
   cfg.augment.random_scale = ml_collections.FieldReference(None, field_type=tuple)  # (lo, hi).
   cfg.augment.crop = ml_collections.FieldReference(None, field_type=tuple)  # (H, W) crop.
@@ -36,29 +51,77 @@ def domain_config(dataset, size, split='train', root=''):
   return cfg
 
 
-def network_config(arch, **options):
-  """A segmentation network: registry name, constructor options and initial weights."""
+def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4):
+  """A stage's optimisers: SGD for the network, Adam for the method's players (official values)."""
   cfg = ml_collections.ConfigDict()
-  cfg.arch = arch  # 'drn_d_22' | 'drn_d_38' | 'deeplabv2_r101'.
-  cfg.options = ml_collections.ConfigDict(options)  # Passed to models.create_model.
-  # Initial weights for its adaptation stage: a variables directory written by
-  # `python -m dakd_jax.convert` (e.g. ImageNet DRN weights) or by a finished stage; '' = random.
-  cfg.init = ''
-  # An already trained (e.g. converted official) network: the pipeline then skips training it.
-  cfg.trained = ''
+  cfg.lr = lr  # SGD base learning rate, poly-decayed.
+  cfg.momentum = 0.9
+  cfg.weight_decay = 5e-4  # Coupled into the gradient, as torch SGD does.
+  cfg.power = 0.9  # Poly exponent of every schedule.
+  cfg.head_lr_mult = head_lr_mult  # Heads' lr multiplier (10 for DeepLab-v2 in AdaptSegNet).
+  cfg.d_lr = d_lr  # Discriminators' Adam learning rate, poly-decayed.
   return cfg
 
 
+def stage_config(method, network, *, row, source, target, batch_size, num_steps,
+                 schedule_steps=0, optim=None, init='', frozen=None, reference='',
+                 deviations='', **options):
+  """One stage. `options` override the method's defaults (`methods.default_options`)."""
+  cfg = ml_collections.ConfigDict()
+  set_method(cfg, method, **options)
+  cfg.network = network  # The trained network: a key of config.networks.
+  cfg.batch_size = batch_size  # Global, per domain: source and target images per step.
+  cfg.source = source  # stream_config(...) of the labelled source.
+  cfg.target = target  # stream_config(...) of the unlabelled target (labels never read).
+  cfg.num_steps = num_steps  # Updates run (the official early stop).
+  cfg.schedule_steps = schedule_steps  # Poly horizon; 0 = num_steps.
+  cfg.optim = optim or optim_config()
+  # Inputs. A value 'stage:<name>' takes that stage's result (its export, or its `trained`
+  # directory); anything else is a variables directory.
+  cfg.init = init  # Network start; '' = config.networks.<network>.init.
+  # Frozen networks the method needs, by role (DAKD: 'teacher').
+  cfg.frozen = ml_collections.ConfigDict(frozen or {})
+  cfg.players = ''  # The method's players (discriminators): '' = random, or a stage / directory.
+  # A directory holding this stage's already trained network (e.g. a converted official
+  # model): the stage is evaluated, not trained, and 'stage:<name>' refers to it.
+  cfg.trained = ''
+  cfg.row = row  # Its row in the results table.
+  cfg.reference = reference  # The official script this stage reproduces.
+  cfg.deviations = deviations  # Deliberate differences from that script.
+  return cfg
+
+
+def set_method(stage, method, **options):
+  """Gives `stage` the method `method` with all its options: defaults updated by `options`.
+
+  A config switching a stage to a method with other options calls this; on the command line
+  `--config.stages.<name>.method` only switches between methods with the same options
+  (adaptsegnet <-> advent).
+  """
+  stage.method = method  # A key of dakd_jax.methods.METHODS.
+  # The method's options, all of them (their defaults are the official values).
+  stage.options = ml_collections.ConfigDict(methods.default_options(method))
+  stage.options.update(options)
+
+
 def base_config():
-  """All fields with the GTA5 -> Cityscapes defaults of the paper and the official code."""
+  """Every run-level field, with no stages (configs/gta2cs.py adds the paper's)."""
   config = ml_collections.ConfigDict()
-  config.mode = 'pipeline'  # 'adapt' | 'distill' | 'eval' | 'pipeline' (every stage in order).
+  config.mode = 'train'  # 'train': run the pipeline's stages; 'eval': eval.variables only.
+  # Stages to run, in order (their inputs must be earlier here or already complete in the
+  # workdir). On the command line: --config.pipeline=teacher,student.
+  config.pipeline = ()
+  config.stages = ml_collections.ConfigDict()  # name -> stage_config(...).
+  config.networks = ml_collections.ConfigDict()  # name -> network_config(...).
   config.seed = 0  # Seeds initialisation and data order.
   config.num_classes = 19  # Cityscapes train classes.
-  config.data_dir = ''  # Where TFDS prepares array_record files; '' = <workdir>/tfds.
+  config.normalization = 'caffe'  # Network input: 'caffe' (BGR minus mean, 0-255) | 'imagenet'.
 
+  # The official extracted dataset folders (datasets/<name>/README.md), by dataset name.
+  config.roots = ml_collections.ConfigDict({name: '' for name in BUILDERS})
+  config.data_dir = ''  # Where TFDS prepares array_record files; '' = <workdir>/tfds.
   # The embedded synthetic domain pair (dakd_jax.data.synthetic). When enabled, the pair is
-  # generated under `out` ('' = <workdir>/synthetic) if absent, and empty dataset roots point at it.
+  # generated under `out` ('' = <workdir>/synthetic) if absent, and empty roots point at it.
   config.synthetic = ml_collections.ConfigDict()
   config.synthetic.enabled = False
   config.synthetic.out = ''
@@ -68,88 +131,49 @@ def base_config():
   config.synthetic.num_target_train = 300
   config.synthetic.num_target_val = 100
 
-  # Input streams (labelled source, unlabelled target) and the evaluation set.
-  config.source = domain_config('gta5', (512, 1024))
-  config.target = domain_config('cityscapes', (720, 1280))
-  config.batch_size = 2  # Global batch per domain: 2 source + 2 target images per step.
+  # Evaluation of every stage's network on the target validation set.
   config.eval = ml_collections.ConfigDict()
-  config.eval.dataset = config.target.get_ref('dataset')  # Target validation set.
-  config.eval.root = config.target.get_ref('root')
+  config.eval.dataset = 'cityscapes'
   config.eval.split = 'val'
-  config.eval.input_size = (512, 1024)  # Network input (H, W); labels stay at full resolution.
-  config.eval.normalization = config.target.get_ref('normalization')
+  config.eval.input_size = (512, 1024)  # Network input (H, W).
+  # Labels scored at this (H, W) (nearest resize); None = full resolution (1024x2048 for
+  # Cityscapes, AdaptSegNet/ADVENT). DAKD's eval_cs.py scored at (512, 1024).
+  config.eval.label_size = ml_collections.FieldReference(None, field_type=tuple)
   config.eval.batch_size = 1  # Global; padded up to a multiple of the device count.
   config.eval.num_images = -1  # -1 = the whole split.
-  config.eval.save_predictions = True  # Train-id and colour PNGs under <dir>/eval/pred/.
+  config.eval.save_predictions = True  # Train-id and colour PNGs under <stage>/eval/pred/.
   config.eval.num_grid_images = 4  # Rows of the picture grid (input, labels, predictions).
+  # Reported network: 'last' (the final weights) or 'best_oracle' (also the best of the
+  # evaluations every `eval.every` steps, selected *on the target validation labels* as ADVENT
+  # and DiGA do; reported in its own row, labelled as an oracle).
+  config.eval.select = 'last'
+  config.eval.every = 0  # Steps between evaluations during training (for 'best_oracle').
+  config.eval.variables = ''  # mode=eval: the variables directory to evaluate.
 
-  # Networks. `network` picks which one `mode=adapt|eval` trains or evaluates.
-  config.network = 'student'  # 'teacher' | 'student'.
-  config.teacher = network_config('drn_d_38', aux_tap='layer7')
-  config.student = network_config('drn_d_22', aux_tap='layer6')
-  config.discriminator = ml_collections.ConfigDict()
-  config.discriminator.ndf = 64  # Width of the first conv; 64 is the official value.
+  # Run-time precision, memory and parallelism choices (they change no variable).
   config.compute_dtype = 'float32'  # 'bfloat16' on GPU/TPU: fp32 params, bf16 convolutions.
-  # Recompute each residual block / conv stack of the trained network in the backward pass
-  # instead of storing its activations: less memory (larger batches), more forward compute.
-  config.remat = False
+  config.frozen_dtype = ''  # Frozen networks' (teacher's) forward dtype; '' = compute_dtype.
+  config.remat = False  # Recompute the trained network's blocks in the backward pass.
+  # BatchNorm statistics in training: 'global' (over the global batch, synchronised BN) or
+  # 'per_device' (each device's shard, as one PyTorch process per GPU computes them).
+  config.bn_sync = 'global'
 
-  # Adaptation (AdaptSegNet multi-level output-space adversarial; ADVENT variant).
-  config.adapt = ml_collections.ConfigDict()
-  config.adapt.method = 'adaptsegnet'  # 'adaptsegnet' | 'advent' | 'source_only'.
-  config.adapt.gan = 'bce'  # 'bce' (vanilla GAN) | 'lsgan'.
-  config.adapt.lambda_seg_aux = 0.1  # Weight of the auxiliary-head segmentation loss.
-  config.adapt.lambda_adv_aux = 2e-4  # Adversarial weight at the auxiliary ("feature") level.
-  config.adapt.lambda_adv_main = 1e-3  # Adversarial weight at the output level.
-
-  # Distillation (DAKD).
-  config.distill = ml_collections.ConfigDict()
-  config.distill.paradigm = 'c'  # (a) source, (b) target, (c) both, (d) target from (c).
-  config.distill.gamma = 1.0  # Target distillation weights = gamma x source weights.
-  config.distill.lambda_kl = 0.1  # Output-level KL weight.
-  config.distill.kl_aux_factor = 0.1  # Feature-level KL weight = lambda_kl x this.
-  config.distill.kl_mode = 'paper'  # 'paper' | 'legacy_zero' | 'modern_surrogate' (released code).
-  config.distill.lambda_mse = 0.01  # MSE weight at the feature level.
-  config.distill.mse_on = 'aux_logprobs'  # 'aux_logprobs' (code) | 'features' (paper).
-  config.distill.lambda_ce = 1.0  # Teacher pseudo-label cross-entropy weight.
-  config.distill.pseudo_label_threshold = 0.0  # Ignore pixels under this teacher confidence.
-  config.distill.teacher_bn = 'eval'  # 'eval' (running statistics) | 'train' (released code).
-  # Compute dtype of the frozen teacher's forward ('' = compute_dtype): the teacher is never
-  # differentiated, so it may run in inference precision ('bfloat16') under an fp32 student.
-  config.distill.teacher_dtype = ''
-  # Variables directory of the frozen teacher; '' = the pipeline's teacher stage.
-  config.distill.teacher = ''
-  # Student start: a variables directory, 'adapted' (its own DA stage, default), or 'init'
-  # (student.init, e.g. ImageNet weights as the released code does).
-  config.distill.student_init = 'adapted'
-
-  # Optimisation (official values; single parameter group as DAKD's scripts).
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr = 2.5e-4  # SGD base learning rate, poly-decayed.
-  config.optim.momentum = 0.9
-  config.optim.weight_decay = 5e-4  # Coupled into the gradient, as torch SGD does.
-  config.optim.power = 0.9  # Poly exponent.
-  config.optim.head_lr_mult = 1.0  # 10 for DeepLab classifiers (AdaptSegNet/ADVENT).
-  config.optim.freeze_bn_affine = False  # True for DeepLab: BN scale/bias frozen.
-  config.optim.d_lr = 1e-4  # Discriminator Adam learning rate, poly-decayed.
-
-  # The training loop of one stage.
+  # The training loop of every stage.
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 50_000  # Length of the poly schedule and of the run.
   config.train.log_every = 50  # Steps between logged losses / learning rates.
   config.train.checkpoint_every = 1_000  # Steps between (asynchronous) checkpoints.
   config.train.max_to_keep = 3  # Checkpoints kept per stage.
   # Batches transferred to the devices ahead of the step by a background thread (0 = transfer
   # in the loop). Checkpointed data positions count consumed batches only, so resume is exact.
   config.train.prefetch_to_device = 2
-
-  # The whole method (mode=pipeline): stages and their lengths.
-  config.pipeline = ml_collections.ConfigDict()
-  config.pipeline.stages = STAGES  # Subset/order of STAGES to run.
-  config.pipeline.adapt_steps = 100_000  # source_only / teacher / student stages.
-  config.pipeline.distill_steps = 50_000  # distill_a..c.
-  config.pipeline.distill_d_steps = 50_000  # Second phase of (d), from (c)'s student.
   return config
+
+
+def pipeline_names(config):
+  """`config.pipeline` as a list of stage names (comma-separated strings are split)."""
+  value = config.pipeline
+  items = [value] if isinstance(value, str) else list(value)
+  return [name.strip() for item in items for name in item.split(',') if name.strip()]
 
 
 def _require(condition, key, expected, value):
@@ -157,71 +181,58 @@ def _require(condition, key, expected, value):
     raise ValueError(f'config.{key}: expected {expected}, got {value!r}')
 
 
-def _check_size(key, size):
-  ok = isinstance(size, (tuple, list)) and len(size) == 2 and all(
-      isinstance(v, int) and v > 0 for v in size)
-  _require(ok, key, '(height, width) of positive ints', size)
+def check_size(key, size, optional=False):
+  ok = (optional and size is None) or (
+      isinstance(size, (tuple, list)) and len(size) == 2 and all(
+          isinstance(v, int) and v > 0 for v in size))
+  _require(ok, key, '(height, width) of positive ints' + (' or None' if optional else ''), size)
 
 
-def _check_dataset_root(key, dataset, root, needed):
-  _require(dataset in DATASETS, f'{key}.dataset', f'one of {DATASETS}', dataset)
-  if needed:
-    _require(bool(root), f'{key}.root', 'the path of the official dataset folder', root)
-    _require(os.path.isdir(root), f'{key}.root', 'an existing directory', root)
+def check_one_of(key, value, valid):
+  _require(value in valid, key, f'one of {valid}', value)
+
+
+def check_root(dataset, root):
+  _require(bool(root), f'roots.{dataset}', 'the path of the official dataset folder', root)
+  _require(os.path.isdir(root), f'roots.{dataset}', 'an existing directory', root)
 
 
 def validate(config):
-  """Fails fast, with one line naming the key, on any invalid field."""
-  _require(config.mode in MODES, 'mode', f'one of {MODES}', config.mode)
-  _require(config.network in NETWORKS, 'network', f'one of {NETWORKS}', config.network)
-  _require(config.adapt.method in ADAPT_METHODS, 'adapt.method', f'one of {ADAPT_METHODS}',
-           config.adapt.method)
-  _require(config.adapt.gan in ('bce', 'lsgan'), 'adapt.gan', "'bce' or 'lsgan'", config.adapt.gan)
-  d = config.distill
-  _require(d.paradigm in PARADIGMS, 'distill.paradigm', f'one of {PARADIGMS}', d.paradigm)
-  _require(d.kl_mode in KL_MODES, 'distill.kl_mode', f'one of {KL_MODES}', d.kl_mode)
-  _require(d.mse_on in MSE_TARGETS, 'distill.mse_on', f'one of {MSE_TARGETS}', d.mse_on)
-  _require(d.teacher_bn in ('eval', 'train'), 'distill.teacher_bn', "'eval' or 'train'",
-           d.teacher_bn)
-  _require(d.gamma >= 0, 'distill.gamma', 'a non-negative number', d.gamma)
-  _require(0 <= d.pseudo_label_threshold < 1, 'distill.pseudo_label_threshold', 'in [0, 1)',
-           d.pseudo_label_threshold)
-  _require(config.compute_dtype in DTYPES, 'compute_dtype', f'one of {DTYPES}',
-           config.compute_dtype)
-  _require(d.teacher_dtype in ('',) + DTYPES, 'distill.teacher_dtype',
-           f"'' (= compute_dtype) or one of {DTYPES}", d.teacher_dtype)
+  """Fails fast, with one line naming the key, on any invalid run-level field.
+
+  Stages are checked by `dakd_jax.stages.plan`, which also needs the workdir.
+  """
+  check_one_of('mode', config.mode, MODES)
+  check_one_of('normalization', config.normalization, NORMALIZATIONS)
+  check_one_of('compute_dtype', config.compute_dtype, DTYPES)
+  check_one_of('frozen_dtype', config.frozen_dtype, ('',) + DTYPES)
+  check_one_of('bn_sync', config.bn_sync, BN_SYNC)
+  check_one_of('eval.select', config.eval.select, EVAL_SELECT)
+  check_one_of('eval.dataset', config.eval.dataset, tuple(BUILDERS))
+  _require(config.eval.every >= 0, 'eval.every', 'a non-negative int', config.eval.every)
+  if config.eval.select == 'best_oracle':
+    _require(config.eval.every > 0, 'eval.every',
+             "a positive step interval (eval.select='best_oracle' compares evaluations)",
+             config.eval.every)
+  check_size('eval.input_size', config.eval.input_size)
+  check_size('eval.label_size', config.eval.label_size, optional=True)
   _require(config.train.prefetch_to_device >= 0, 'train.prefetch_to_device',
            'a non-negative int', config.train.prefetch_to_device)
-  _require(config.batch_size >= 1, 'batch_size', 'a positive int', config.batch_size)
-  _require(config.train.num_steps >= 1, 'train.num_steps', 'a positive int',
-           config.train.num_steps)
-  for stage in config.pipeline.stages:
-    _require(stage in STAGES, 'pipeline.stages', f'a subset of {STAGES}', stage)
-  _check_size('source.size', config.source.size)
-  _check_size('target.size', config.target.size)
-  _check_size('eval.input_size', config.eval.input_size)
-  for key in ('source', 'target'):
-    value = config[key].normalization
-    _require(value in ('caffe', 'imagenet'), f'{key}.normalization', "'caffe' or 'imagenet'",
-             value)
-  trains = config.mode in ('adapt', 'distill', 'pipeline')
-  _check_dataset_root('source', config.source.dataset, config.source.root, trains)
-  _check_dataset_root('target', config.target.dataset, config.target.root, trains)
-  _check_dataset_root('eval', config.eval.dataset, config.eval.root, True)
-  for name in NETWORKS:
-    for field in ('init', 'trained'):
-      path = config[name][field]
-      _require(not path or os.path.isdir(path), f'{name}.{field}',
-               'a variables directory written by dakd_jax.convert or a finished stage', path)
-  if d.teacher:
-    _require(os.path.isdir(d.teacher), 'distill.teacher', 'a variables directory', d.teacher)
-  if config.mode == 'distill':
-    _require(bool(d.teacher), 'distill.teacher', 'the teacher variables directory (mode=distill)',
-             d.teacher)
-    if d.student_init == 'adapted':
-      _require(bool(config.student.trained), 'student.trained',
-               "the adapted student's variables directory (mode=distill, student_init='adapted')",
-               config.student.trained)
-  if d.student_init not in ('adapted', 'init'):
-    _require(os.path.isdir(d.student_init), 'distill.student_init',
-             "'adapted', 'init' or a variables directory", d.student_init)
+  for key in ('log_every', 'checkpoint_every'):
+    _require(config.train[key] >= 1, f'train.{key}', 'a positive int', config.train[key])
+  for name, root in config.roots.items():
+    _require(name in BUILDERS, f'roots.{name}', f'a dataset of {tuple(BUILDERS)}', name)
+    _require(not root or os.path.isdir(root), f'roots.{name}', 'an existing directory', root)
+  for name, net in config.networks.items():
+    _require(not net.init or os.path.isdir(net.init), f'networks.{name}.init',
+             'a variables directory written by dakd_jax.tools.convert or a finished stage',
+             net.init)
+  if config.mode == 'eval':
+    _require(os.path.isdir(config.eval.variables), 'eval.variables',
+             'the variables directory to evaluate (mode=eval)', config.eval.variables)
+  else:
+    names = pipeline_names(config)
+    _require(bool(names), 'pipeline', 'at least one stage name', config.pipeline)
+    for name in names:
+      _require(name in config.stages, 'pipeline', f'names of config.stages '
+               f'({", ".join(config.stages)})', name)

@@ -1,8 +1,9 @@
-"""Evaluation on the target validation set at full label resolution.
+"""Evaluation on the target validation set, at full label resolution by default.
 
-The network sees the image resized to `config.eval.input_size`; its main logits are upsampled with
-align-corners bilinear interpolation to the label's full resolution (1024x2048 for Cityscapes),
-arg-maxed, and a 19x19 confusion matrix is accumulated on device. Written to `<out_dir>`:
+The network sees the image resized to the evaluation input size; its main logits are upsampled
+with align-corners bilinear interpolation to the label's resolution (full: 1024x2048 for
+Cityscapes; or the `label_size` labels were resized to), arg-maxed, and a 19x19 confusion matrix is
+accumulated on device. With an output directory, written to `<out_dir>`:
   metrics.json   {"miou", "pixel_acc", "per_class_iou": {name: iou}, "num_images",
                   "checkpoint_step"} (percentages; null for classes absent from labels and
                   predictions)
@@ -50,9 +51,9 @@ def jit_eval_step(model, num_classes, mesh):
                  out_shardings=(repl, batch_sharding))
 
 
-def global_batch_size(config, mesh):
-  """`config.eval.batch_size` rounded up to a multiple of the mesh's devices."""
-  return -(-config.eval.batch_size // mesh.size) * mesh.size
+def global_batch_size(batch_size, mesh):
+  """`batch_size` rounded up to a multiple of the mesh's devices."""
+  return -(-batch_size // mesh.size) * mesh.size
 
 
 def _local_rows(array):
@@ -112,65 +113,101 @@ def _save_prediction(pred_dir, name, pred):
 
 
 def picture_grid(rows, tile_width=256):
-  """Stacks rows of RGB tiles (uint8 `[H, W, 3]`, any sizes) into one image, tiles resized."""
-  def fit(tile):
-    h, w = tile.shape[:2]
+  """Stacks rows of RGB tiles (uint8 `[H, W, 3]`, any sizes) into one image.
+
+  Every tile of a row is resized (nearest) to `tile_width` and the aspect ratio of the row's
+  largest tile (the full-resolution labels: the input may have been resized to another aspect).
+  """
+  def line(row):
+    h, w = max((t.shape[:2] for t in row), key=lambda hw: hw[1])
     size = (tile_width, max(1, round(h * tile_width / w)))
-    return np.asarray(Image.fromarray(tile).resize(size, Image.NEAREST))
-  lines = [np.concatenate([fit(t) for t in row], axis=1) for row in rows]
+    return np.concatenate([np.asarray(Image.fromarray(t).resize(size, Image.NEAREST))
+                           for t in row], axis=1)
+  lines = [line(row) for row in rows]
   width = max(line.shape[1] for line in lines)
   lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
   return np.concatenate(lines, axis=0)
 
 
-def evaluate(config, spec, variables, out_dir, *, checkpoint_step, data_dir):
-  """Evaluates `variables` of the network `spec` on `config.eval`; returns the metrics dict."""
-  mesh = sharding.make_mesh()
-  model = networks_lib.create_segmentation_model(spec, config.compute_dtype)
-  variables = jax.device_put(dict(variables), sharding.replicated(mesh))
-  step = jit_eval_step(model, config.num_classes, mesh)
-  pred_dir, grid_dir = os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)
-  save = config.eval.save_predictions
-  os.makedirs(grid_dir, exist_ok=True)
-  if save:
-    os.makedirs(pred_dir, exist_ok=True)
+class Evaluator:
+  """Evaluates networks on one evaluation set; datasets prepared and steps compiled once.
 
-  dataset = data_pipeline.make_eval_dataset(config.eval, data_dir=data_dir)
-  local_batch = global_batch_size(config, mesh) // jax.process_count()
-  total = data_pipeline.num_examples(config.eval, data_dir=data_dir)
-  if config.eval.num_images >= 0:
-    total = min(total, config.eval.num_images)
-  per_process = -(-total // jax.process_count())
-  confusion = jnp.zeros((config.num_classes,) * 2, jnp.int32)
-  grid_rows, num_images = [], 0
-  for host_batch, names, images in _padded_batches(_unbatched(dataset), local_batch,
-                                                   -(-per_process // local_batch)):
-    batch = sharding.to_global_batch(host_batch, mesh)
-    conf, pred = step(variables, batch['image'], batch['label'])
-    confusion = confusion + conf
-    num_images += len(names)
-    if save or len(grid_rows) < config.eval.num_grid_images:
-      preds = _local_rows(pred)
-      for i, name in enumerate(names):
-        if save:
-          _save_prediction(pred_dir, name, preds[i])
-        if len(grid_rows) < config.eval.num_grid_images:
-          row = [transforms.denormalize(images[i], config.eval.normalization),
-                 labels_lib.colorize(host_batch['label'][i]), labels_lib.colorize(preds[i])]
-          for tile, kind in zip(row, GRID_TILES):
-            Image.fromarray(tile).save(os.path.join(grid_dir, f'{name}_{kind}.png'))
-          grid_rows.append(row)
-  # Every process holds the same global confusion matrix; the image count is summed likewise.
-  num_images = int(sharding.process_sum(num_images))
-  result = metrics_lib.segmentation_metrics(np.asarray(confusion), labels_lib.CLASS_NAMES)
-  result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
-            'per_class_iou': result['per_class_iou'], 'num_images': num_images,
-            'checkpoint_step': int(checkpoint_step)}
-  if jax.process_index() == 0:
-    with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
-      json.dump(result, f, indent=2)
-    if grid_rows:
-      Image.fromarray(picture_grid(grid_rows)).save(os.path.join(out_dir, 'grid.png'))
-  logging.info('evaluation of %s on %d images: mIoU %.2f, pixel acc %.2f', spec['arch'],
-               num_images, result['miou'], result['pixel_acc'])
-  return result
+  Args:
+    eval_set: the split, input size, label size and normalisation.
+    batch_size: global images per step (rounded up to the device count).
+    num_classes: classes of the confusion matrix.
+    compute_dtype: the networks' compute dtype.
+    data_dir: where the TFDS copy is prepared.
+    mesh: the ('data',) mesh (default: every device).
+  """
+
+  def __init__(self, eval_set, *, batch_size, num_classes, compute_dtype, data_dir, mesh=None):
+    self.eval_set, self.num_classes, self.compute_dtype = eval_set, num_classes, compute_dtype
+    self.data_dir = data_dir
+    self.mesh = mesh or sharding.make_mesh()
+    self.local_batch = global_batch_size(batch_size, self.mesh) // jax.process_count()
+    self._steps = {}
+
+  def _step(self, spec):
+    key = json.dumps(spec, sort_keys=True)
+    if key not in self._steps:
+      model = networks_lib.create_segmentation_model(spec, self.compute_dtype)
+      self._steps[key] = jit_eval_step(model, self.num_classes, self.mesh)
+    return self._steps[key]
+
+  def __call__(self, spec, variables, out_dir=None, *, checkpoint_step=-1,
+               save_predictions=False, num_grid_images=0):
+    """Evaluates `variables` of the network `spec`; returns the metrics dict.
+
+    Files (metrics.json, predictions, the grid) are written only when `out_dir` is given.
+    """
+    step = self._step({k: spec[k] for k in ('arch', 'num_classes', 'options')})
+    variables = jax.device_put(
+        {k: v for k, v in variables.items() if k in ('params', 'batch_stats')},
+        sharding.replicated(self.mesh))
+    save = bool(out_dir) and save_predictions
+    num_grid = num_grid_images if out_dir else 0
+    pred_dir, grid_dir = (os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)) \
+        if out_dir else (None, None)
+    for directory in ((pred_dir,) if save else ()) + ((grid_dir,) if num_grid else ()):
+      os.makedirs(directory, exist_ok=True)
+
+    dataset = data_pipeline.make_eval_dataset(self.eval_set, batch_size=self.local_batch,
+                                              data_dir=self.data_dir)
+    total = data_pipeline.num_examples(self.eval_set, data_dir=self.data_dir)
+    if self.eval_set.num_images >= 0:
+      total = min(total, self.eval_set.num_images)
+    per_process = -(-total // jax.process_count())
+    confusion = jnp.zeros((self.num_classes,) * 2, jnp.int32)
+    grid_rows, num_images = [], 0
+    for host_batch, names, images in _padded_batches(_unbatched(dataset), self.local_batch,
+                                                     -(-per_process // self.local_batch)):
+      batch = sharding.to_global_batch(host_batch, self.mesh)
+      conf, pred = step(variables, batch['image'], batch['label'])
+      confusion = confusion + conf
+      num_images += len(names)
+      if save or len(grid_rows) < num_grid:
+        preds = _local_rows(pred)
+        for i, name in enumerate(names):
+          if save:
+            _save_prediction(pred_dir, name, preds[i])
+          if len(grid_rows) < num_grid:
+            row = [transforms.denormalize(images[i], self.eval_set.normalization),
+                   labels_lib.colorize(host_batch['label'][i]), labels_lib.colorize(preds[i])]
+            for tile, kind in zip(row, GRID_TILES):
+              Image.fromarray(tile).save(os.path.join(grid_dir, f'{name}_{kind}.png'))
+            grid_rows.append(row)
+    # Every process holds the same global confusion matrix; the image count is summed likewise.
+    num_images = int(sharding.process_sum(num_images))
+    result = metrics_lib.segmentation_metrics(np.asarray(confusion), labels_lib.CLASS_NAMES)
+    result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
+              'per_class_iou': result['per_class_iou'], 'num_images': num_images,
+              'checkpoint_step': int(checkpoint_step)}
+    if out_dir and jax.process_index() == 0:
+      with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
+        json.dump(result, f, indent=2)
+      if grid_rows:
+        Image.fromarray(picture_grid(grid_rows)).save(os.path.join(out_dir, 'grid.png'))
+    logging.info('evaluation of %s on %d images: mIoU %.2f, pixel acc %.2f', spec['arch'],
+                 num_images, result['miou'], result['pixel_acc'])
+    return result

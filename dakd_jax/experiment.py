@@ -1,12 +1,16 @@
-"""What one command runs: a single stage (`adapt`, `distill`, `eval`) or the whole method (`pipeline`).
+"""What one command runs: the config's pipeline of stages (`mode=train`), or one evaluation.
 
-The pipeline trains, in order, a source-only baseline, the teacher and the student with
-multi-level adversarial adaptation, then distils the teacher into the student with paradigms
-(a)-(d) and evaluates every network on the target validation set. Each stage has its own directory
-under the workdir, resumes where it stopped and is skipped once `stage.json` exists; results go to
-`<workdir>/results.md` (a table shaped like the paper's Table 1), `results.json` and `grid.png`.
+Every stage of `config.pipeline` runs in order in its own directory under the workdir: it trains
+(or, with `trained`, takes a given network), is evaluated on the target validation set, resumes
+where it stopped and is skipped once `stage.json` exists (`dakd_jax/stages.py`). Every stage is
+checked before the first one starts. Results go to `<workdir>/results.md` (a table shaped like
+the paper's Table 1), `results.json` and `grid.png`.
+
+This is where the config stops: stages receive `StageSpec`s, the loop `RunSettings`, evaluation
+an `EvalSet` (plain dataclasses).
 """
 
+import dataclasses
 import json
 import os
 
@@ -20,137 +24,138 @@ from dakd_jax import config as config_lib
 from dakd_jax import evaluate as evaluate_lib
 from dakd_jax import metrics as metrics_lib
 from dakd_jax import networks as networks_lib
+from dakd_jax import selection
+from dakd_jax import stages as stages_lib
 from dakd_jax import train as train_lib
 from dakd_jax.data import labels as labels_lib
 from dakd_jax.data import pipeline as data_pipeline
 from dakd_jax.data import synthetic
 
-# name: (mode, network, adaptation method or paradigm, length field, table row)
-STAGES = {
-    'source_only': ('adapt', 'student', 'source_only', 'adapt_steps', 'Student, source only'),
-    'teacher': ('adapt', 'teacher', None, 'adapt_steps', 'T: teacher (DA)'),
-    'student': ('adapt', 'student', None, 'adapt_steps', 'S: student (DA)'),
-    'distill_a': ('distill', 'student', 'a', 'distill_steps', '(a) source distill'),
-    'distill_b': ('distill', 'student', 'b', 'distill_steps', '(b) target distill'),
-    'distill_c': ('distill', 'student', 'c', 'distill_steps', '(c) source+target'),
-    'distill_d': ('distill', 'student', 'd', 'distill_d_steps', '(d) target from (c)'),
-}
 RESULTS_TABLE, RESULTS_JSON, GRID_FILE = 'results.md', 'results.json', 'grid.png'
+ORACLE_ROW = '{row} [oracle: best of {num_evaluations} on target val, step {step}]'
+
+
+def run_settings(config):
+  """The run-level `RunSettings` of `config` (call after `prepare_inputs` set `data_dir`)."""
+  return train_lib.RunSettings(
+      seed=config.seed, data_dir=config.data_dir, compute_dtype=config.compute_dtype,
+      frozen_dtype=config.frozen_dtype, remat=config.remat, bn_sync=config.bn_sync,
+      log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+      max_to_keep=config.train.max_to_keep, prefetch_to_device=config.train.prefetch_to_device,
+      eval_every=config.eval.every if config.eval.select == 'best_oracle' else 0)
+
+
+def eval_set(config):
+  e = config.eval
+  return data_pipeline.EvalSet(
+      dataset=e.dataset, root=config.roots[e.dataset], split=e.split,
+      input_size=tuple(e.input_size), label_size=tuple(e.label_size) if e.label_size else None,
+      normalization=config.normalization, num_images=e.num_images)
+
+
+def make_evaluator(config):
+  return evaluate_lib.Evaluator(eval_set(config), batch_size=config.eval.batch_size,
+                                num_classes=config.num_classes,
+                                compute_dtype=config.compute_dtype, data_dir=config.data_dir)
 
 
 def prepare_inputs(config, workdir):
-  """Generates the synthetic pair if configured and prepares every TFDS dataset (process 0)."""
+  """Synthetic data (if enabled), validation, the stage plan, and every dataset prepared.
+
+  Returns the `StageSpec`s of the pipeline (empty in eval mode).
+  """
+  if not config.data_dir:  # One prepared copy of each dataset for every stage of the run.
+    config.data_dir = os.path.join(os.path.abspath(workdir), 'tfds')
   if config.synthetic.enabled:
-    out = config.synthetic.out or os.path.join(workdir, 'synthetic')
+    s = config.synthetic
+    out = s.out or os.path.join(workdir, 'synthetic')
+    roots = {name: os.path.join(out, name) for name in ('gta5', 'cityscapes')}
     if jax.process_index() == 0:
-      s = config.synthetic
-      synthetic.generate(out, seed=s.seed, size=tuple(s.size), num_source=s.num_source,
-                         num_target_train=s.num_target_train, num_target_val=s.num_target_val)
-    for key in ('source', 'target', 'eval'):  # The generator writes one folder per dataset.
-      if not config[key].root:
-        config[key].root = os.path.join(out, config[key].dataset)
+      roots = synthetic.generate(out, seed=s.seed, size=tuple(s.size), num_source=s.num_source,
+                                 num_target_train=s.num_target_train,
+                                 num_target_val=s.num_target_val)
+    for name, root in roots.items():  # Empty roots point at the generated folders.
+      config.roots[name] = config.roots[name] or root
     multihost_utils.sync_global_devices('synthetic data')
   config_lib.validate(config)
-  data_dir = train_lib.data_dir_of(config, workdir)
+  plan = stages_lib.plan(config, workdir) if config.mode == 'train' else []
+  needed = {stream.dataset: stream for s in plan for stream in (s.source, s.target)
+            if stream is s.source or s.method.uses_target}
+  needed[config.eval.dataset] = eval_set(config)
+  for dataset in needed:
+    config_lib.check_root(dataset, config.roots[dataset])
   if jax.process_index() == 0:
-    needed = [config.eval] if config.mode == 'eval' else [config.source, config.target, config.eval]
-    for domain in needed:
-      data_pipeline.prepare(domain, data_dir)
+    for data in needed.values():
+      data_pipeline.prepare(data, config.data_dir)
   multihost_utils.sync_global_devices('datasets prepared')
+  return plan
 
 
-def _stage_config(config, name):
-  mode, _, variant, steps_field, _ = STAGES[name]
-  cfg = config.copy_and_resolve_references()
-  cfg.mode = mode
-  cfg.train.num_steps = config.pipeline[steps_field]
-  if mode == 'adapt':
-    cfg.adapt.method = variant or config.adapt.method
+def run_stage(config, stage, evaluator, workdir):
+  """Trains (unless `stage.trained`) and evaluates one stage; skipped when complete."""
+  directory = stages_lib.stage_dir(workdir, stage.name)
+  if stages_lib.is_complete(directory):
+    record = stages_lib.read_record(directory)
+    logging.info('%s is complete (step %d): skipped', stage.name, record['step'])
+    return record
+  eval_options = dict(save_predictions=config.eval.save_predictions,
+                      num_grid_images=config.eval.num_grid_images)
+  if stage.trained:
+    export, step = stage.trained, -1
   else:
-    cfg.distill.paradigm = variant
-  return cfg
+    run = run_settings(config)
+    evaluate = (lambda variables: evaluator(stage.network, variables)) if run.eval_every else None
+    export = train_lib.train(stage, run, directory, evaluate=evaluate, hparams={
+        'stage': stage.name, **config.stages[stage.name].to_dict(),
+        'run': dataclasses.asdict(run)})
+    step = stage.num_steps
+  spec, variables = networks_lib.load_network(export)
+  metrics = evaluator(spec, variables, os.path.join(directory, 'eval'), checkpoint_step=step,
+                      **eval_options)
+  record = {'stage': stage.name, 'row': stage.row, 'method': stage.method.name,
+            'network': stage.network['arch'], 'export': export, 'step': step,
+            'metrics': metrics, 'oracle': selection.read_oracle(directory)}
+  stages_lib.mark_complete(directory, record)
+  return record
 
 
-def evaluate_directory(config, variables_dir, out_dir, workdir, checkpoint_step=-1):
-  spec, variables = networks_lib.load_network(variables_dir)
-  return evaluate_lib.evaluate(config, spec, variables, out_dir, checkpoint_step=checkpoint_step,
-                               data_dir=train_lib.data_dir_of(config, workdir))
+def run_pipeline(config, plan, workdir):
+  """Every stage of the plan in order, then the results table and grid."""
+  evaluator = make_evaluator(config)
+  records = [run_stage(config, stage, evaluator, workdir) for stage in plan]
+  write_results(workdir, records)
+  return {r['stage']: r['metrics'] for r in records}
 
 
-def run_stage(config, stage_dir, *, mode, network, init_dir='', teacher_dir='', trained_dir=''):
-  """Trains (unless `trained_dir` is given) and evaluates one network; skipped when complete."""
-  if train_lib.is_complete(stage_dir):
-    info = train_lib.read_stage(stage_dir)
-    logging.info('%s is complete (step %d): skipped', stage_dir, info['step'])
-    return info
-  if trained_dir:
-    export, step = trained_dir, -1
-  else:
-    export = train_lib.train(config, stage_dir, mode=mode, network=network, init_dir=init_dir,
-                             teacher_dir=teacher_dir)
-    step = config.train.num_steps
-  metrics = evaluate_directory(config, export, os.path.join(stage_dir, 'eval'), stage_dir, step)
-  info = {'mode': mode, 'network': network, 'export': export, 'step': step, 'metrics': metrics}
-  train_lib.mark_complete(stage_dir, info)
-  return info
+def result_rows(records):
+  """`(row label, metrics)` of every stage, plus each oracle-selected network's own row."""
+  rows = []
+  for r in records:
+    rows.append((r['row'], r['metrics']))
+    if r.get('oracle'):
+      rows.append((ORACLE_ROW.format(row=r['row'], **r['oracle']), r['oracle']))
+  return rows
 
 
-def _student_start(config, stage_dirs, name):
-  """Where the pipeline's distillation stage `name` starts its student from."""
-  if name == 'distill_d':
-    return os.path.join(stage_dirs['distill_c'], 'export')
-  return _student_init(config, os.path.join(stage_dirs['student'], 'export'))
-
-
-def _student_init(config, adapted=''):
-  """The variables directory a distilled student starts from (`distill.student_init`);
-  `adapted` is the adapted student's export when `student.trained` does not name one."""
-  choice = config.distill.student_init
-  if choice == 'adapted':
-    return config.student.trained or adapted
-  return config.student.init if choice == 'init' else choice
-
-
-def run_pipeline(config, workdir):
-  """Every stage of `config.pipeline.stages` in order, then the results table and grid."""
-  stage_dirs = {name: os.path.join(workdir, name) for name in STAGES}
-  teacher_dir = (config.distill.teacher or config.teacher.trained
-                 or os.path.join(stage_dirs['teacher'], 'export'))
-  results = {}
-  for name in config.pipeline.stages:
-    mode, network, _, _, _ = STAGES[name]
-    cfg = _stage_config(config, name)
-    if mode == 'adapt':
-      trained = config[network].trained if name != 'source_only' else ''
-      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
-                       init_dir=config[network].init, trained_dir=trained)
-    else:
-      info = run_stage(cfg, stage_dirs[name], mode=mode, network=network,
-                       init_dir=_student_start(config, stage_dirs, name), teacher_dir=teacher_dir)
-    results[name] = info['metrics']
-  write_results(workdir, results, stage_dirs)
-  return results
-
-
-def write_results(workdir, results, stage_dirs):
+def write_results(workdir, records):
   """The Table-1-shaped text table, results.json and the picture grid (process 0)."""
-  rows = [(STAGES[name][4], m) for name, m in results.items()]
-  table = metrics_lib.format_results_table(rows, labels_lib.CLASS_NAMES)
+  table = metrics_lib.format_results_table(result_rows(records), labels_lib.CLASS_NAMES)
   print(table, flush=True)
   if jax.process_index() != 0:
     return
   with open(os.path.join(workdir, RESULTS_TABLE), 'w') as f:
     f.write(table + '\n')
   with open(os.path.join(workdir, RESULTS_JSON), 'w') as f:
-    json.dump(results, f, indent=2)
-  grid = results_grid(list(results), stage_dirs)
+    json.dump({r['stage']: {'row': r['row'], 'metrics': r['metrics'], 'oracle': r['oracle']}
+               for r in records}, f, indent=2)
+  grid = results_grid([stages_lib.stage_dir(workdir, r['stage']) for r in records])
   if grid is not None:
     Image.fromarray(grid).save(os.path.join(workdir, GRID_FILE))
 
 
-def results_grid(stage_names, stage_dirs):
+def results_grid(stage_dirs):
   """Rows: input | ground truth | prediction of every stage, for the evaluated grid images."""
-  grid_dirs = [os.path.join(stage_dirs[n], 'eval', evaluate_lib.GRID_SUBDIR) for n in stage_names]
+  grid_dirs = [os.path.join(d, 'eval', evaluate_lib.GRID_SUBDIR) for d in stage_dirs]
   if not grid_dirs or not os.path.isdir(grid_dirs[0]):
     return None
   names = sorted(f[:-len('_input.png')] for f in os.listdir(grid_dirs[0])
@@ -162,20 +167,13 @@ def results_grid(stage_names, stage_dirs):
 
 
 def run(config, workdir):
-  """Dispatches on `config.mode`; returns the metrics (dict, or dict of dicts for pipeline)."""
+  """Runs `config.mode`; returns `{stage: metrics}` (train) or the metrics (eval)."""
   os.makedirs(workdir, exist_ok=True)
-  if not config.data_dir:  # One prepared copy of each dataset for every stage of the run.
-    config.data_dir = os.path.join(os.path.abspath(workdir), 'tfds')
-  prepare_inputs(config, workdir)
-  network = config.network
-  if config.mode == 'pipeline':
-    return run_pipeline(config, workdir)
+  plan = prepare_inputs(config, workdir)
   if config.mode == 'eval':
-    variables_dir = config[network].trained or os.path.join(workdir, 'export')
-    return evaluate_directory(config, variables_dir, os.path.join(workdir, 'eval'), workdir)
-  if config.mode == 'adapt':
-    info = run_stage(config, workdir, mode='adapt', network=network, init_dir=config[network].init)
-  else:
-    info = run_stage(config, workdir, mode='distill', network='student',
-                     init_dir=_student_init(config), teacher_dir=config.distill.teacher)
-  return info['metrics']
+    spec, variables = networks_lib.load_network(config.eval.variables)
+    return make_evaluator(config)(
+        spec, variables, os.path.join(workdir, 'eval'),
+        save_predictions=config.eval.save_predictions,
+        num_grid_images=config.eval.num_grid_images)
+  return run_pipeline(config, plan, workdir)

@@ -7,8 +7,6 @@ otherwise. Teachers are wrapped in ``jax.lax.stop_gradient``. Where the released
 from the paper, both behaviours are available (see docs and ``spec/decisions.md``).
 """
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
@@ -37,8 +35,7 @@ def _safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def segmentation_cross_entropy(logits: jax.Array,
                                labels: jax.Array,
-                               ignore_label: int = IGNORE_LABEL,
-                               weights: Optional[jax.Array] = None) -> jax.Array:
+                               ignore_label: int = IGNORE_LABEL) -> jax.Array:
   """Pixel cross-entropy averaged over valid pixels (the official ``CrossEntropy2d``).
 
   Args:
@@ -46,8 +43,6 @@ def segmentation_cross_entropy(logits: jax.Array,
     labels: ``[N, H, W]`` integer train ids. Pixels equal to ``ignore_label`` or outside
       ``[0, C)`` are ignored.
     ignore_label: label value to ignore.
-    weights: optional ``[C]`` class weights; as in ``torch.nn.functional.cross_entropy`` the
-      result is then ``sum(w[y] * nll) / sum(w[y])`` over valid pixels.
 
   Returns:
     Float32 scalar: mean over valid pixels; exactly 0 with zero gradient when no pixel is valid
@@ -61,10 +56,8 @@ def segmentation_cross_entropy(logits: jax.Array,
   valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
   safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
   nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
-  pixel_weight = valid.astype(jnp.float32)
-  if weights is not None:
-    pixel_weight = pixel_weight * _f32(weights)[safe_labels]
-  return _safe_divide(jnp.sum(pixel_weight * nll), jnp.sum(pixel_weight))
+  valid = valid.astype(jnp.float32)
+  return _safe_divide(jnp.sum(valid * nll), jnp.sum(valid))
 
 
 def adversarial_loss(d_logits: jax.Array, target: float, gan: str = 'bce') -> jax.Array:
@@ -92,15 +85,14 @@ def adversarial_loss(d_logits: jax.Array, target: float, gan: str = 'bce') -> ja
 
 def kl_distillation(student_logits: jax.Array,
                     teacher_logits: jax.Array,
-                    mode: str = 'paper',
-                    mask: Optional[jax.Array] = None) -> jax.Array:
+                    mode: str = 'paper') -> jax.Array:
   """Output-space KL distillation, in the paper's form or as the released code computes it.
 
   Args:
     student_logits: ``[N, H, W, C]``.
     teacher_logits: ``[N, H, W, C]``; gradient is stopped.
     mode:
-      * ``'paper'``: KL(p_T || p_S) summed over classes, mean over (valid) pixels.
+      * ``'paper'``: KL(p_T || p_S) summed over classes, mean over pixels.
       * ``'legacy_zero'``: the released code calls ``nn.KLDivLoss()(log p_S, log p_T)``, i.e. it
         passes log-probabilities where probabilities are expected. On torch <= 1.10 (the paper's
         era) every target element is <= 0 and contributes 0 to the value and 0 to the gradient,
@@ -108,31 +100,19 @@ def kl_distillation(student_logits: jax.Array,
       * ``'modern_surrogate'``: the same call on torch >= 1.11 returns NaN (log of a negative
         target) but back-propagates the gradient of mean(-log p_T * log p_S) over all N*H*W*C
         elements. This returns that surrogate, a finite value with exactly torch's gradient.
-    mask: optional ``[N, H, W]`` boolean valid-pixel mask, ``'paper'`` mode only (the released
-      code never masks).
-
   Returns:
-    Float32 scalar. In ``'paper'`` mode exactly 0 if the mask selects no pixel.
+    Float32 scalar.
   """
   _check_same_shape('kl_distillation', student_logits, teacher_logits)
   if mode not in KL_MODES:
     raise ValueError(f'kl_distillation: mode must be one of {KL_MODES}, got {mode!r}.')
-  if mask is not None and mode != 'paper':
-    raise ValueError(f"kl_distillation: mask is only supported with mode='paper', got {mode!r}.")
   if mode == 'legacy_zero':
     return jnp.zeros((), jnp.float32)
   log_s = jax.nn.log_softmax(_f32(student_logits), axis=-1)
   log_t = jax.nn.log_softmax(_f32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
   if mode == 'modern_surrogate':
     return jnp.mean(-log_t * log_s)
-  pixel_kl = jnp.sum(jnp.exp(log_t) * (log_t - log_s), axis=-1)
-  if mask is None:
-    return jnp.mean(pixel_kl)
-  if mask.shape != pixel_kl.shape:
-    raise ValueError(f'kl_distillation: mask shape {mask.shape} != {pixel_kl.shape}; '
-                     'expected [N, H, W].')
-  m = _f32(mask)
-  return _safe_divide(jnp.sum(m * pixel_kl), jnp.sum(m))
+  return jnp.mean(jnp.sum(jnp.exp(log_t) * (log_t - log_s), axis=-1))
 
 
 def mse_distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
@@ -196,20 +176,3 @@ def entropy_loss(logits: jax.Array) -> jax.Array:
   """
   return jnp.mean(jnp.sum(self_information(jax.nn.softmax(_f32(logits), axis=-1)), axis=-1))
 
-
-def pixelwise_distillation(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
-  """SKD pixel-wise distillation: soft cross-entropy with SKD's normalisation (an ablation).
-
-  Args:
-    student_logits: ``[N, H, W, C]``.
-    teacher_logits: ``[N, H, W, C]``; gradient is stopped.
-
-  Returns:
-    Float32 scalar: ``-sum_{n,h,w,c} p_T log p_S / (H * W)`` -- summed over the batch and divided
-    only by H*W, as in SKD's code (so it scales with the batch size).
-  """
-  _check_same_shape('pixelwise_distillation', student_logits, teacher_logits)
-  _, height, width, _ = student_logits.shape
-  p_t = jax.nn.softmax(_f32(jax.lax.stop_gradient(teacher_logits)), axis=-1)
-  log_s = jax.nn.log_softmax(_f32(student_logits), axis=-1)
-  return -jnp.sum(p_t * log_s) / (height * width)

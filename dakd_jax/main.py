@@ -2,7 +2,7 @@
 
 Intentionally short: flags, multi-process start-up and logging; the work is in importable
 libraries (`dakd_jax.experiment`) that tests and notebooks call directly. Overrides follow
-ml_collections syntax, e.g. `--config.distill.paradigm=b --config.train.num_steps=1000`.
+ml_collections syntax, e.g. `--config.pipeline=distill_b --config.stages.distill_b.num_steps=1000`.
 """
 
 import logging as py_logging

@@ -1,8 +1,10 @@
-"""Building networks from the config and moving their variables in and out of stage directories.
+"""Building networks from their specs and moving their variables in and out of directories.
 
-A *variables directory* is what `python -m dakd_jax.convert` writes and what every finished stage
-exports: an Orbax checkpoint of `{'params', 'batch_stats'}` plus `model.json` naming the
-architecture and options, so a teacher or an initialisation can be rebuilt without its config.
+A network *spec* is `{'arch', 'num_classes', 'options'}` (registry name, classes, constructor
+options); a stage's export adds `'trained_by'`: `{'stage', 'method', 'options'}` of the stage that
+trained it. A *variables directory* is what `python -m dakd_jax.tools.convert` writes and what
+every finished stage exports: an Orbax checkpoint of `{'params', 'batch_stats'}` plus `model.json`
+holding the spec, so a teacher or an initialisation can be rebuilt without its config.
 """
 
 import functools
@@ -20,25 +22,15 @@ VARIABLES_SUBDIR = 'variables'
 _INIT_SIZE = (64, 64)  # Parameter shapes do not depend on the spatial size.
 
 
-def model_spec(config, network):
-  """`{'arch', 'options'}` of `config.<network>` with the run's compute dtype and class count."""
-  net = config[network]
-  return {'arch': net.arch, 'num_classes': config.num_classes, 'options': dict(net.options)}
+def create_segmentation_model(spec, compute_dtype='float32', remat=False, bn_groups=1):
+  """Instantiates a model from a spec (a stage's network or a `model.json`).
 
-
-def create_segmentation_model(spec, compute_dtype='float32', remat=False):
-  """Instantiates a model from a spec (`model_spec` or a `model.json`).
-
-  `compute_dtype` and `remat` are run-time choices, not part of the spec: they change neither
-  the variables nor (up to rounding) the outputs.
+  `compute_dtype`, `remat` and `bn_groups` are run-time choices, not part of the spec: they change
+  none of the variables.
   """
   return models.create_model(spec['arch'], num_classes=spec['num_classes'],
-                             dtype=jnp.dtype(compute_dtype), remat=remat, **spec['options'])
-
-
-def create_discriminator(config):
-  return models.create_model('fc_discriminator', num_classes=config.num_classes,
-                             ndf=config.discriminator.ndf)
+                             dtype=jnp.dtype(compute_dtype), remat=remat, bn_groups=bn_groups,
+                             **spec['options'])
 
 
 def init_variables(model, rng, channels=3, sharding=None):
@@ -64,7 +56,7 @@ def read_model_spec(directory):
   path = os.path.join(directory, MODEL_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: missing; a variables directory needs the model.json written '
-                            'by dakd_jax.convert or by a finished stage')
+                            'by dakd_jax.tools.convert or by a finished stage')
   with open(path) as f:
     return json.load(f)
 
@@ -85,7 +77,7 @@ def load_network(directory, expected_arch=None, reference=None):
   """Reads a variables directory: returns `(spec, variables)`.
 
   Args:
-    directory: written by `save_network` or `dakd_jax.convert`.
+    directory: written by `save_network` or `dakd_jax.tools.convert`.
     expected_arch: if given, the architecture the caller needs (one-line error otherwise).
     reference: if given, variables of the target model; shapes must match exactly.
   """

@@ -1,8 +1,8 @@
-"""The training state: every trainable player and the loop counters in one pytree.
+"""The training state: the trained network, the method's players and the loop counters.
 
-The frozen teacher is deliberately not part of it: it is loaded from its own checkpoint, passed to
-the step as a separate argument and never saved again (big_vision's distillation trainer does the
-same).
+Frozen networks (a teacher) are deliberately not part of it: they are loaded from their own
+variables directories, passed to the step as a separate argument and never saved again
+(big_vision's distillation trainer does the same).
 """
 
 from typing import Any
@@ -33,21 +33,18 @@ class ModelState(flax.struct.PyTreeNode):
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Student, two discriminators, step counter and RNG: what a checkpoint holds.
+  """What a checkpoint holds: the trained network, the players, the step counter and the RNG.
 
   Attributes:
-    student: the segmentation network being trained (the student when distilling, the adapted
-      network itself in adaptation stages).
-    disc_aux: discriminator on the auxiliary ("feature-level") output.
-    disc_main: discriminator on the main output.
+    network: the segmentation network being trained (the student when distilling).
+    players: `{name: ModelState}` of the method's players (e.g. `disc_aux`, `disc_main`).
     step: int32 scalar, the number of completed updates; drives the poly schedules.
-    rng: uint32 PRNG key, checkpointed with the rest. The DAKD step draws no randomness today;
-      stochastic extensions (dropout, on-device augmentation) must use
-      `jax.random.fold_in(rng, step)` so that a resumed run draws what an uninterrupted one would.
+    rng: uint32 PRNG key, checkpointed with the rest. The methods here draw no randomness;
+      stochastic ones (dropout, on-device augmentation) must use `jax.random.fold_in(rng, step)`
+      so that a resumed run draws what an uninterrupted one would.
   """
-  student: ModelState
-  disc_aux: ModelState
-  disc_main: ModelState
+  network: ModelState
+  players: dict[str, ModelState]
   step: jax.Array
   rng: jax.Array
 
@@ -59,12 +56,14 @@ def create_model_state(variables, tx):
                     opt_state=tx.init(params))
 
 
-def create_train_state(student_variables, disc_aux_variables, disc_main_variables, student_tx,
-                       disc_tx, rng):
-  """Assembles a step-0 `TrainState`; pure, so it can run under `jax.jit` with shardings."""
+def create_train_state(network_variables, player_variables, network_tx, player_txs, rng):
+  """Assembles a step-0 `TrainState`; pure, so it can run under `jax.jit` with shardings.
+
+  `player_variables` and `player_txs` are `{name: ...}` dicts with the same keys.
+  """
   return TrainState(
-      student=create_model_state(student_variables, student_tx),
-      disc_aux=create_model_state(disc_aux_variables, disc_tx),
-      disc_main=create_model_state(disc_main_variables, disc_tx),
+      network=create_model_state(network_variables, network_tx),
+      players={name: create_model_state(v, player_txs[name])
+               for name, v in player_variables.items()},
       step=jnp.zeros((), jnp.int32),
       rng=rng)

@@ -1,16 +1,13 @@
-"""One training stage (adaptation or distillation): data, state, jitted step, loop, resume, export.
+"""One training stage: data, state, the jitted step, the loop, resume and export.
 
-Directory layout of a stage (`workdir`):
-  checkpoints/   Orbax CheckpointManager: TrainState + both grain iterator states per saved step.
-  export/        the final network as a variables directory (see `networks.py`).
-  eval/          metrics.json, prediction PNGs and the picture grid (see `evaluate.py`).
-  tensorboard/, metrics.jsonl   logged losses and learning rates.
-  stage.json     written last: the stage is complete and is skipped when run again.
+`train(stage, run, stage_dir)` trains the network of a `stages.StageSpec` for `stage.num_steps`
+steps, resuming from `<stage_dir>/checkpoints` when a checkpoint exists, and exports the network
+(`<stage_dir>/export`) and the method's players (`<stage_dir>/players/<name>`). Layout of a stage
+directory: `dakd_jax/stages.py`.
 """
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -21,53 +18,150 @@ import jax
 import tqdm
 
 from dakd_jax import checkpointing
+from dakd_jax import models
 from dakd_jax import networks as networks_lib
 from dakd_jax import optim
+from dakd_jax import selection
 from dakd_jax import sharding
+from dakd_jax import stages as stages_lib
 from dakd_jax import steps
 from dakd_jax import writers
 from dakd_jax.data import pipeline as data_pipeline
 from dakd_jax.state import TrainState, create_train_state
 
-STAGE_FILE = 'stage.json'
 
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """Run-level choices shared by every stage (none of them changes a variable's shape).
 
-def data_dir_of(config, workdir):
-  return config.data_dir or os.path.join(workdir, 'tfds')
-
-
-def is_complete(workdir):
-  return os.path.exists(os.path.join(workdir, STAGE_FILE))
-
-
-def read_stage(workdir):
-  with open(os.path.join(workdir, STAGE_FILE)) as f:
-    return json.load(f)
-
-
-def _device_stream(domain_cfg, keys, *, config, seed, data_dir, mesh):
-  """An iterator of `{key: global jax.Array}` batches of one domain, prefetched to the mesh."""
-  ds = data_pipeline.make_train_dataset(domain_cfg, global_batch_size=config.batch_size,
-                                        seed=seed, data_dir=data_dir)
-  put = lambda batch: sharding.to_global_batch({k: batch[k] for k in keys}, mesh)
-  return iter(data_pipeline.prefetch_to_device(ds, put, config.train.prefetch_to_device))
-
-
-def random_variables(config, network, seed, *, teacher=False, sharding=None):
-  """Random initial `{'student', 'disc_aux', 'disc_main', 'teacher'}` variables of a stage.
-
-  `student` is `config.<network>`; `teacher` (random `config.teacher`) only if asked, else None.
+  Attributes:
+    seed: seeds initialisation, the state's RNG and the data order.
+    data_dir: where the TFDS copies are prepared.
+    compute_dtype: the networks' compute dtype ('float32' | 'bfloat16' | 'float16').
+    frozen_dtype: the frozen networks' compute dtype ('' = compute_dtype).
+    remat: recompute the trained network's blocks in the backward pass.
+    bn_sync: 'global' (sync BN over the global batch) | 'per_device' (each device's shard).
+    log_every, checkpoint_every, max_to_keep: the loop's logging and checkpointing.
+    prefetch_to_device: batches moved to the devices ahead of the step (0 = in the loop).
+    eval_every: steps between evaluations during training (0 = none; with an evaluator).
   """
-  key = jax.random.PRNGKey(seed)
-  student_key, d_aux_key, d_main_key = jax.random.split(key, 3)
+  seed: int = 0
+  data_dir: str = ''
+  compute_dtype: str = 'float32'
+  frozen_dtype: str = ''
+  remat: bool = False
+  bn_sync: str = 'global'
+  log_every: int = 50
+  checkpoint_every: int = 1_000
+  max_to_keep: int = 3
+  prefetch_to_device: int = 2
+  eval_every: int = 0
+
+
+@dataclasses.dataclass
+class Stage:
+  """A stage's jitted, state-donating step, its initial state and the frozen variables."""
+  step_fn: Callable
+  state: TrainState
+  frozen_variables: dict[str, Any]
+  program: steps.StepProgram
+  mesh: jax.sharding.Mesh
+
+  def global_batch(self, host_batch):
+    return sharding.to_global_batch(host_batch, self.mesh)
+
+
+def network_module(stage, run, mesh):
+  """The trained network's module with the run's precision, remat and BN statistics groups."""
+  groups = mesh.size if run.bn_sync == 'per_device' else 1
+  return networks_lib.create_segmentation_model(stage.network, run.compute_dtype,
+                                                remat=run.remat, bn_groups=groups)
+
+
+def random_variables(stage, run, *, frozen=False, sharding=None):
+  """Random initial `{'network', 'players': {name: ...}, 'frozen': {role: ...}}` variables.
+
+  Keys: `split(PRNGKey(seed), 1 + players)` gives the network's and then each player's, in the
+  method's order; frozen networks (only if asked, e.g. for benchmarks) use `fold_in(key, 1000 +
+  i)`.
+  """
+  key = jax.random.PRNGKey(run.seed)
+  players = stage.method.players(stage.network['num_classes'])
+  keys = jax.random.split(key, 1 + len(players))
   init = functools.partial(networks_lib.init_variables, sharding=sharding)
-  segmentation = lambda net: networks_lib.create_segmentation_model(
-      networks_lib.model_spec(config, net), config.compute_dtype)
-  discriminator = networks_lib.create_discriminator(config)
-  return {'student': init(segmentation(network), student_key),
-          'disc_aux': init(discriminator, d_aux_key, channels=config.num_classes),
-          'disc_main': init(discriminator, d_main_key, channels=config.num_classes),
-          'teacher': init(segmentation('teacher'), jax.random.fold_in(key, 3)) if teacher else None}
+  model = lambda spec: networks_lib.create_segmentation_model(spec, run.compute_dtype)
+  return {
+      'network': init(model(stage.network), keys[0]),
+      'players': {name: init(p.module, k, channels=p.input_channels)
+                  for (name, p), k in zip(players.items(), keys[1:])},
+      'frozen': {role: init(model(spec), jax.random.fold_in(key, 1000 + i))
+                 for i, (role, spec) in enumerate(sorted(stage.frozen_networks.items()))}
+                if frozen else {}}
+
+
+def build_stage(stage, run, variables, mesh=None):
+  """Modules, optimisers, the replicated step-0 state and the jitted step of one stage.
+
+  Args:
+    stage: the `StageSpec`.
+    run: the run's `RunSettings`.
+    variables: `{'network', 'players', 'frozen'}` initial variables (see `random_variables`).
+    mesh: the ('data',) mesh (default: every device of every process).
+  """
+  mesh = mesh or sharding.make_mesh()
+  repl = sharding.replicated(mesh)
+  horizon = stage.schedule_steps
+  network = network_module(stage, run, mesh)
+  network_tx = optim.make_segmentation_optimizer(
+      stage.optim, horizon, models.parameter_groups(network, variables['network']['params']))
+  players = stage.method.players(stage.network['num_classes'])
+  player_txs = {name: optim.make_discriminator_optimizer(stage.optim, horizon) for name in players}
+  program = steps.StepProgram(
+      method=stage.method, network=network, network_tx=network_tx,
+      players={name: p.module for name, p in players.items()}, player_txs=player_txs,
+      frozen={role: networks_lib.create_segmentation_model(
+          spec, run.frozen_dtype or run.compute_dtype)
+              for role, spec in stage.frozen_networks.items()},
+      learning_rates=functools.partial(optim.learning_rates, stage.optim, horizon,
+                                       with_discriminators=bool(players)))
+  state_rng = jax.random.fold_in(jax.random.PRNGKey(run.seed), 1)
+  state = jax.jit(
+      functools.partial(create_train_state, network_tx=network_tx, player_txs=player_txs),
+      out_shardings=repl)(variables['network'], variables['players'], rng=state_rng)
+  step_fn = jax.jit(functools.partial(steps.train_step, program=program),
+                    in_shardings=(repl, sharding.batch_sharding(mesh), repl),
+                    out_shardings=(repl, repl), donate_argnums=0)
+  return Stage(step_fn=step_fn, state=state, frozen_variables=jax.device_put(
+      variables['frozen'], repl), program=program, mesh=mesh)
+
+
+def _load_inputs(stage, run, repl):
+  """The stage's starting variables: init / players from their directories, frozen networks."""
+  variables = random_variables(stage, run, sharding=repl)
+  if stage.init:
+    _, loaded = networks_lib.load_network(stage.init, expected_arch=stage.network['arch'],
+                                          reference=variables['network'])
+    variables['network'] = jax.device_put(loaded, repl)
+  logging.info('%s: network initialised from %s', stage.name, stage.init or 'random weights')
+  if stage.players:
+    for name, reference in variables['players'].items():
+      _, loaded = networks_lib.load_network(os.path.join(stage.players, name),
+                                            reference=reference)
+      variables['players'][name] = jax.device_put(loaded, repl)
+    logging.info('%s: players initialised from %s', stage.name, stage.players)
+  for role, directory in stage.frozen.items():
+    _, variables['frozen'][role] = networks_lib.load_network(directory)
+    logging.info('%s: frozen %s %s from %s', stage.name, role,
+                 stage.frozen_networks[role]['arch'], directory)
+  return variables
+
+
+def _device_stream(stream, keys, *, batch_size, seed, run, mesh):
+  """An iterator of `{key: global jax.Array}` batches of one stream, prefetched to the mesh."""
+  ds = data_pipeline.make_train_dataset(stream, global_batch_size=batch_size, seed=seed,
+                                        data_dir=run.data_dir)
+  put = lambda batch: sharding.to_global_batch({k: batch[k] for k in keys}, mesh)
+  return iter(data_pipeline.prefetch_to_device(ds, put, run.prefetch_to_device))
 
 
 def _check_finite(metrics, step, manager):
@@ -79,134 +173,66 @@ def _check_finite(metrics, step, manager):
         f'(step {last}) is kept in {manager.directory}')
 
 
-@dataclasses.dataclass
-class Stage:
-  """A stage's jitted, state-donating step, its initial state and the frozen teacher."""
-  step_fn: Callable
-  state: TrainState
-  teacher_variables: Any
-  weights: steps.LossWeights
-  mesh: jax.sharding.Mesh
-
-  def global_batch(self, host_batch):
-    return sharding.to_global_batch(host_batch, self.mesh)
-
-
-def build_stage(config, mode, variables, *, network='student', teacher_spec=None, mesh=None):
-  """Networks, optimisers, the replicated step-0 state and the jitted step of one stage.
+def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
+  """Trains one stage's network for `stage.num_steps` steps; resumes from `stage_dir` if possible.
 
   Args:
-    config: the run config (compute dtype, optimisers, loss weights, `train.num_steps`).
-    mode: 'adapt' | 'distill'.
-    variables: `{'student', 'disc_aux', 'disc_main', 'teacher'}` initial variables (teacher
-      None in adapt mode).
-    network: which `config.<network>` the student is ('teacher' when adapting the teacher).
-    teacher_spec: the teacher's model spec (default: `config.teacher`).
-    mesh: the ('data',) mesh (default: every device of every process).
-  """
-  mesh = mesh or sharding.make_mesh()
-  repl = sharding.replicated(mesh)
-  num_steps = config.train.num_steps
-  student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, network),
-                                                   config.compute_dtype, remat=config.remat)
-  teacher = None
-  if mode == 'distill':
-    teacher = networks_lib.create_segmentation_model(
-        teacher_spec or networks_lib.model_spec(config, 'teacher'),
-        config.distill.teacher_dtype or config.compute_dtype)
-  student_tx = optim.make_segmentation_optimizer(config.optim, num_steps,
-                                                 variables['student']['params'])
-  disc_tx = optim.make_discriminator_optimizer(config.optim, num_steps)
-  nets = steps.Networks(
-      student=student, discriminator=networks_lib.create_discriminator(config),
-      student_tx=student_tx, disc_tx=disc_tx, teacher=teacher,
-      learning_rates=functools.partial(optim.learning_rates, config.optim, num_steps))
-  weights = steps.loss_weights_from_config(config, mode)
-  state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-  state = jax.jit(
-      functools.partial(create_train_state, student_tx=student_tx, disc_tx=disc_tx),
-      out_shardings=repl)(variables['student'], variables['disc_aux'], variables['disc_main'],
-                          rng=state_rng)
-  step_fn = jax.jit(
-      functools.partial(steps.train_step, networks=nets, weights=weights),
-      in_shardings=(repl, sharding.batch_sharding(mesh), repl), out_shardings=(repl, repl),
-      donate_argnums=0)
-  teacher_variables = None
-  if variables.get('teacher') is not None:
-    teacher_variables = jax.device_put(variables['teacher'], repl)
-  return Stage(step_fn=step_fn, state=state, teacher_variables=teacher_variables,
-               weights=weights, mesh=mesh)
-
-
-def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=''):
-  """Trains one network for `config.train.num_steps` steps; resumes from `workdir` if possible.
-
-  Args:
-    config: a validated config (`dakd_jax.config`).
-    workdir: the stage directory.
-    mode: 'adapt' (AdaptSegNet/ADVENT/source-only) or 'distill' (DAKD; needs `teacher_dir`).
-    network: 'teacher' or 'student': which `config.<network>` architecture is trained.
-    init_dir: variables directory to start from ('' = random).
-    teacher_dir: variables directory of the frozen teacher (distill mode).
+    stage: the `StageSpec`.
+    run: the `RunSettings`.
+    stage_dir: the stage directory.
+    evaluate: `evaluate(variables) -> metrics`, called every `run.eval_every` steps (and at
+      the end) to keep the best network (`selection.OracleSelection`); None = no evaluation.
+    hparams: a dict written once to the stage's hparams (e.g. the stage's config).
 
   Returns:
     The exported variables directory of the trained network.
   """
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
-  sharding.check_batch_divisible(config.batch_size, mesh)
-  data_dir = data_dir_of(config, workdir)
-  spec = networks_lib.model_spec(config, network)
-  variables = random_variables(config, network, config.seed, sharding=repl)
-  if init_dir:
-    _, loaded = networks_lib.load_network(init_dir, expected_arch=spec['arch'],
-                                          reference=variables['student'])
-    variables['student'] = jax.device_put(loaded, repl)
-  logging.info('%s: initialised from %s', network, init_dir or 'random weights')
-  teacher_spec = None
-  if mode == 'distill':
-    teacher_spec, variables['teacher'] = networks_lib.load_network(teacher_dir)
-    logging.info('teacher %s from %s', teacher_spec['arch'], teacher_dir)
-  stage = build_stage(config, mode, variables, network=network, teacher_spec=teacher_spec,
-                      mesh=mesh)
-  state, num_steps = stage.state, config.train.num_steps
+  sharding.check_batch_divisible(stage.batch_size, mesh, f'stages.{stage.name}.batch_size')
+  built = build_stage(stage, run, _load_inputs(stage, run, repl), mesh=mesh)
+  state, num_steps = built.state, stage.num_steps
 
-  stream = functools.partial(_device_stream, config=config, data_dir=data_dir, mesh=mesh)
-  source_it = stream(config.source, ('image', 'label'), seed=config.seed)
-  # Target labels are never used: they do not exist in unsupervised adaptation.
-  target_it = stream(config.target, ('image',), seed=config.seed + 1)
-  iterators = {'source_iter': source_it, 'target_iter': target_it}
+  stream = functools.partial(_device_stream, batch_size=stage.batch_size, run=run, mesh=mesh)
+  iterators = {'source_iter': stream(stage.source, ('image', 'label'), seed=run.seed)}
+  if stage.method.uses_target:
+    # Target labels are never used: they do not exist in unsupervised adaptation.
+    iterators['target_iter'] = stream(stage.target, ('image',), seed=run.seed + 1)
 
   manager = checkpointing.make_checkpoint_manager(
-      os.path.join(workdir, 'checkpoints'), max_to_keep=config.train.max_to_keep,
+      os.path.join(stage_dir, 'checkpoints'), max_to_keep=run.max_to_keep,
       save_interval_steps=1)
   start = checkpointing.latest_step(manager) or 0
   if start:
     state = checkpointing.restore_checkpoint(manager, state, iterators, step=start)
-    logging.info('resumed from step %d of %s', start, workdir)
-  writer = writers.MetricWriter(workdir)
-  if start == 0:
-    writer.write_hparams(config.to_dict())
+    logging.info('resumed from step %d of %s', start, stage_dir)
+  oracle = (selection.OracleSelection(stage_dir, stage.network, start)
+            if evaluate is not None else None)
+  writer = writers.MetricWriter(stage_dir)
+  if start == 0 and hparams is not None:
+    writer.write_hparams(hparams)
 
-  logging.info('%s %s (%s): %d steps, global batch %d per domain on %d devices; compiling...',
-               mode, network, spec['arch'], num_steps, config.batch_size, mesh.size)
+  logging.info('%s: %s on %s, %d of %d poly steps, global batch %d per domain on %d devices; '
+               'compiling...', stage.name, stage.method.name, stage.network['arch'], num_steps,
+               stage.schedule_steps, stage.batch_size, mesh.size)
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0,
-                  desc=os.path.basename(os.path.normpath(workdir)), dynamic_ncols=True)
+                  desc=stage.name, dynamic_ncols=True)
   t0 = time.time()
   input_s, logged = 0.0, start  # Time the loop waited for batches since the last log.
   try:
     for step in range(start, num_steps):
       t_input = time.perf_counter()
-      source, target = next(source_it), next(target_it)
+      source = next(iterators['source_iter'])
+      batch = {'source_image': source['image'], 'source_label': source['label']}
+      if 'target_iter' in iterators:
+        batch['target_image'] = next(iterators['target_iter'])['image']
       input_s += time.perf_counter() - t_input
-      batch = {'source_image': source['image'], 'source_label': source['label'],
-               'target_image': target['image']}
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
+        state, metrics = built.step_fn(state, batch, built.frozen_variables)
       bar.update(1)
       done = step + 1
       last = done == num_steps
-      if done % config.train.log_every == 0 or last or done % config.train.checkpoint_every == 0:
+      if done % run.log_every == 0 or last or done % run.checkpoint_every == 0:
         host_metrics = jax.device_get(metrics)
         _check_finite(host_metrics, done, manager)
         host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
@@ -214,8 +240,10 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
         input_s, logged = 0.0, done
         writer.write_scalars(done, host_metrics)
         bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
-      if done % config.train.checkpoint_every == 0 or last:
+      if done % run.checkpoint_every == 0 or last:
         checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
+      if oracle is not None and (last or done % run.eval_every == 0):
+        oracle.record(done, evaluate(state.network.variables), state.network.variables)
   finally:
     # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
     # finished work is lost, and the next run resumes from it.
@@ -226,16 +254,10 @@ def train(config, workdir, *, mode, network='student', init_dir='', teacher_dir=
     manager.close()
     writer.close()
 
-  export_dir = os.path.join(workdir, 'export')
-  networks_lib.save_network(export_dir, spec, state.student.variables)
+  for name, player in stage.method.players(stage.network['num_classes']).items():
+    networks_lib.save_network(os.path.join(stage_dir, stages_lib.PLAYERS_SUBDIR, name),
+                              player.spec, state.players[name].variables)
+  export_dir = os.path.join(stage_dir, stages_lib.EXPORT_SUBDIR)
+  networks_lib.save_network(export_dir, {**stage.network, 'trained_by': stage.trained_by()},
+                            state.network.variables)
   return export_dir
-
-
-def mark_complete(workdir, info):
-  """Writes `stage.json` last, atomically: the stage will be skipped from now on."""
-  if jax.process_index() != 0:
-    return
-  tmp = os.path.join(workdir, STAGE_FILE + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(info, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, STAGE_FILE))

@@ -7,12 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dakd_jax import convert
 from dakd_jax import models
 from dakd_jax import networks
+from dakd_jax.tools import convert
 
-torch = pytest.importorskip('torch')
-R = pytest.importorskip('dakd_jax.torch_ref.models')
+# Every test converts PyTorch state dicts, so all depend on the `torch` fixture (and its mark).
+torch = R = None  # torch and dakd_jax.torch_ref.models, imported by the `reference` fixture.
+
+
+@pytest.fixture(autouse=True)
+def reference(torch):  # pylint: disable=redefined-outer-name
+  """Imports torch and the PyTorch reference models for the module's tests and helpers."""
+  global R
+  from dakd_jax.torch_ref import models as torch_models  # pylint: disable=g-import-not-at-top
+  globals()['torch'], R = torch, torch_models
 
 
 def _nhwc(t):

@@ -9,14 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dakd_jax import convert
 from dakd_jax import models
+from dakd_jax import networks
 from dakd_jax.models import layers
 from dakd_jax.models.deeplab import ASPPHead
-
-torch = pytest.importorskip('torch')
-F = torch.nn.functional
-R = pytest.importorskip('dakd_jax.torch_ref.models')
+from dakd_jax.tools import convert
 
 
 def _nhwc(t):
@@ -43,7 +40,7 @@ def _shapes(name, input_shape, **options):
 ])
 def test_drn_param_counts(name, backbone, total):
   variables = models.abstract_variables(name)
-  heads = {k: v for k, v in variables['params'].items() if k in models.HEAD_MODULES}
+  heads = {k: v for k, v in variables['params'].items() if k in models.head_modules(name)}
   assert sorted(heads) == ['seg_aux', 'seg_main']
   assert models.count_params(variables) == total
   assert models.count_params(variables) - models.count_params(heads) == backbone
@@ -120,6 +117,7 @@ def test_bfloat16_compute_keeps_float32_params_and_stats():
   assert all(leaf.dtype == jnp.float32 for leaf in leaves)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, options, compare_gradients', [
     ('drn_d_22', {'width': 0.0625}, True),
     ('deeplabv2_r101', {}, False),  # Compiling R101's gradient twice costs minutes on CPU.
@@ -128,9 +126,8 @@ def test_remat_keeps_variables_and_gradients_and_recomputes(name, options, compa
   plain = models.create_model(name, 5, **options)
   remat = models.create_model(name, 5, remat=True, **options)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 40, 48, 3))
-  init = jax.jit(plain.init) if compare_gradients else functools.partial(jax.eval_shape,
-                                                                         plain.init)
-  variables = init(jax.random.PRNGKey(1), x)
+  variables = (networks.init_variables(plain, jax.random.PRNGKey(1)) if compare_gradients
+               else jax.eval_shape(plain.init, jax.random.PRNGKey(1), x))
   assert (jax.tree.structure(jax.eval_shape(remat.init, jax.random.PRNGKey(1), x))
           == jax.tree.structure(variables))
 
@@ -155,9 +152,10 @@ def test_remat_keeps_variables_and_gradients_and_recomputes(name, options, compa
 @pytest.mark.parametrize('in_hw, out_hw', [
     ((9, 17), (65, 129)), ((65, 65), (512, 512)), ((64, 128), (9, 17)), ((7, 5), (3, 11)),
     ((1, 4), (5, 1)), ((6, 6), (1, 1))])
-def test_resize_align_corners_matches_torch(in_hw, out_hw):
+def test_resize_align_corners_matches_torch(in_hw, out_hw, torch):
   x = np.random.default_rng(0).normal(size=(2, 3, *in_hw)).astype(np.float32)
-  ref = F.interpolate(torch.from_numpy(x), size=out_hw, mode='bilinear', align_corners=True)
+  ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=out_hw, mode='bilinear',
+                                        align_corners=True)
   out = layers.resize_align_corners(jnp.asarray(x.transpose(0, 2, 3, 1)), out_hw)
   assert out.shape == (2, *out_hw, 3) and out.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(out), _nhwc(ref), atol=1e-6, rtol=0)
@@ -174,7 +172,8 @@ def test_resize_align_corners_keeps_dtype_and_is_differentiable():
 
 # ------------------------------------------------------------------------------ BatchNorm
 
-def test_batchnorm_matches_torch_train_and_eval():
+def test_batchnorm_matches_torch_train_and_eval(torch):
+  from dakd_jax.torch_ref import models as R  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(1).normal(2.0, 3.0, size=(3, 6, 5, 4)).astype(np.float32)
   ref_bn = torch.nn.BatchNorm2d(6)
   R.randomize_batchnorm_(ref_bn, seed=3)
@@ -207,6 +206,34 @@ def test_batchnorm_frozen_affine_has_zero_gradient():
     assert (float(jnp.abs(grads['scale']).sum()) == 0.0) == frozen
 
 
+def test_batchnorm_groups_normalise_each_sub_batch_on_its_own():
+  """`groups` = per-device statistics: each consecutive sub-batch is its own BatchNorm batch."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 2, 4)) * 2.0 + 1.0
+  variables = layers.BatchNorm().init(jax.random.PRNGKey(0), x, True)
+  apply = lambda groups, x: layers.BatchNorm(groups=groups).apply(
+      variables, x, True, mutable=['batch_stats'])
+  out, stats = apply(4, x)
+  parts = [apply(1, x[2 * i:2 * i + 2]) for i in range(4)]
+  np.testing.assert_allclose(out, jnp.concatenate([p[0] for p in parts]), atol=1e-6)
+  for name in ('mean', 'var'):  # Running statistics move towards the groups' average.
+    np.testing.assert_allclose(stats['batch_stats'][name],
+                               np.mean([p[1]['batch_stats'][name] for p in parts], axis=0),
+                               rtol=1e-6, atol=1e-7)
+  assert not np.allclose(out, apply(1, x)[0], atol=1e-3)  # Global statistics differ.
+  with pytest.raises(ValueError, match='not divisible into 3 statistics groups'):
+    apply(3, x)
+
+
+def test_network_bn_groups_equal_separate_forwards():
+  model = lambda groups: models.create_model('drn_d_22', width=1 / 16, bn_groups=groups)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 24, 32, 3))
+  variables = networks.init_variables(model(1), jax.random.PRNGKey(1))
+  forward = lambda groups, x: jax.jit(functools.partial(
+      model(groups).apply, train=True, mutable=['batch_stats']))(variables, x)[0]['main']
+  np.testing.assert_allclose(forward(2, x), jnp.concatenate([forward(1, x[:2]),
+                                                             forward(1, x[2:])]), atol=1e-5)
+
+
 def test_batchnorm_statistics_are_global_under_sharded_jit():
   mesh = jax.make_mesh((jax.device_count(),), ('data',))
   x = jax.random.normal(jax.random.PRNGKey(0), (jax.device_count(), 3, 2, 4)) * 2.0 + 1.0
@@ -224,6 +251,8 @@ def test_batchnorm_statistics_are_global_under_sharded_jit():
 # ------------------------------------------------------------------------------ forward parity
 
 def _reference(name, seed, **options):
+  import torch  # pylint: disable=g-import-not-at-top  (callers take the `torch` fixture)
+  from dakd_jax.torch_ref import models as R  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
   return R.randomize_batchnorm_(R.create_reference(name, **options), seed)
 
@@ -246,7 +275,7 @@ def _check_running_stats(ref_model, name, updated, **options):
 @pytest.mark.parametrize('name, shape', [('drn_d_22', (1, 3, 60, 92)),
                                          ('drn_d_38', (2, 3, 64, 128))])
 @pytest.mark.parametrize('train', [False, True])
-def test_drn_parity_with_torch(name, shape, train):
+def test_drn_parity_with_torch(name, shape, train, torch):
   ref = _reference(name, seed=0)
   variables = convert.torch_to_flax(ref.state_dict(), name)
   x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
@@ -262,7 +291,7 @@ def test_drn_parity_with_torch(name, shape, train):
 
 
 @pytest.mark.parametrize('train', [False, True])
-def test_deeplab_parity_with_torch(train):
+def test_deeplab_parity_with_torch(train, torch):
   """AdaptSegNet's 2-branch head. Train-mode BN on a 1-image 65x65 batch is ill-conditioned:
   torch float32 itself is ~1e-4..4e-4 (relative) away from torch float64 there, so in train mode
   JAX is held to the float64 answer with torch float32's own error as the yardstick."""
@@ -304,7 +333,8 @@ def test_deeplab_aspp_branch_count_changes_output():
   np.testing.assert_allclose(*difference(variables, x), atol=1e-5)
 
 
-def test_discriminator_parity_with_torch():
+def test_discriminator_parity_with_torch(torch):
+  from dakd_jax.torch_ref import models as R  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   ref = R.FCDiscriminator(num_classes=5, ndf=8)
   variables = convert.torch_to_flax(ref.state_dict(), 'fc_discriminator', num_classes=5, ndf=8)
@@ -316,7 +346,7 @@ def test_discriminator_parity_with_torch():
   assert _rel(out, expected) < 1e-5
 
 
-def test_drn_reference_log_probs_are_upsampled_log_softmax():
+def test_drn_reference_log_probs_are_upsampled_log_softmax(torch):
   ref = _reference('drn_d_22', seed=0, width=0.125).eval()
   x = torch.randn(1, 3, 24, 40)
   with torch.no_grad():

@@ -1,26 +1,30 @@
-"""Optimisers against torch.optim (SGD + coupled WD + poly lr, head x10, frozen BN, Adam)."""
+"""Optimisers against torch.optim (SGD + coupled WD + poly lr, head x10, frozen BN, Adam), and the
+parameter groups each network declares."""
+
+import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from dakd_jax import optim  # pylint: disable=g-import-not-at-top
+from dakd_jax import models
+from dakd_jax import optim
 
 NUM_STEPS = 10
 HEADS = ("seg_main", "seg_aux")
 
 
 def _cfg(**overrides):
-  cfg = ml_collections.ConfigDict(dict(
-      lr=2.5e-2, momentum=0.9, weight_decay=5e-4, power=0.9, head_lr_mult=1.0,
-      freeze_bn_affine=False, d_lr=1e-2))
-  cfg.update(overrides)
-  return cfg
+  return dataclasses.replace(optim.OptimSpec(lr=2.5e-2, d_lr=1e-2), **overrides)
+
+
+def _labels(params, frozen_affine=False):
+  """Groups of the toy parameters, declared as a network would (heads, frozen BN affine)."""
+  model = types.SimpleNamespace(HEAD_MODULES=HEADS, freeze_bn_affine=frozen_affine)
+  return models.parameter_groups(model, params)
 
 
 def _params(seed=0):
@@ -54,6 +58,7 @@ def _run_optax(tx, params, grads):
 
 def _run_torch_sgd(params, grads, cfg, head=(), frozen=()):
   """torch.optim.SGD with one or two groups; `frozen` keys are left out of the optimiser."""
+  import torch  # pylint: disable=g-import-not-at-top
   tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in _flat(params).items()}
   groups = [
       {"params": [p for k, p in tparams.items() if k not in head and k not in frozen], "mult": 1.0},
@@ -78,31 +83,36 @@ def _assert_close(jax_params, torch_params, atol=1e-6):
     np.testing.assert_allclose(np.asarray(v), torch_params[k], atol=atol, rtol=0, err_msg=k)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("num_updates", [1, 3])
 def test_sgd_matches_torch(num_updates):
   cfg, params = _cfg(), _params()
   grads = _grads(params, num_updates)
-  got = _run_optax(optim.make_segmentation_optimizer(cfg, NUM_STEPS, params, HEADS), params, grads)
+  got = _run_optax(optim.make_segmentation_optimizer(cfg, NUM_STEPS, _labels(params)), params,
+                   grads)
   _assert_close(got, _run_torch_sgd(params, grads, cfg))
   # The update is real: a parameter moved by far more than the tolerance.
   assert np.abs(np.asarray(got["layer1"]["conv"]["kernel"])
                 - params["layer1"]["conv"]["kernel"]).max() > 1e-3
 
 
+@pytest.mark.torch
 def test_head_lr_mult_matches_torch_two_groups():
   cfg, params = _cfg(head_lr_mult=10.0), _params()
   grads = _grads(params, 3)
   head = {k for k in _flat(params) if k.startswith("['seg_main']")}
-  got = _run_optax(optim.make_segmentation_optimizer(cfg, NUM_STEPS, params, HEADS), params, grads)
+  got = _run_optax(optim.make_segmentation_optimizer(cfg, NUM_STEPS, _labels(params)), params,
+                   grads)
   _assert_close(got, _run_torch_sgd(params, grads, cfg, head=head))
   single = _run_torch_sgd(params, grads, _cfg())
   assert not np.allclose(np.asarray(got["seg_main"]["kernel"]), single["['seg_main']['kernel']"])
 
 
+@pytest.mark.torch
 def test_frozen_bn_affine_unchanged_and_rest_matches_torch():
-  cfg, params = _cfg(freeze_bn_affine=True), _params()
+  cfg, params = _cfg(), _params()
   grads = _grads(params, 3)
-  tx = optim.make_segmentation_optimizer(cfg, NUM_STEPS, params, HEADS)
+  tx = optim.make_segmentation_optimizer(cfg, NUM_STEPS, _labels(params, frozen_affine=True))
   got = _run_optax(tx, params, grads)
   np.testing.assert_array_equal(got["layer0"]["bn"]["scale"], params["layer0"]["bn"]["scale"])
   np.testing.assert_array_equal(got["layer0"]["bn"]["bias"], params["layer0"]["bn"]["bias"])
@@ -113,19 +123,45 @@ def test_frozen_bn_affine_unchanged_and_rest_matches_torch():
 
 
 def test_parameter_groups_labels():
-  labels = optim.parameter_groups(_params(), HEADS, freeze_bn_affine=True)
+  labels = _labels(_params(), frozen_affine=True)
   assert labels["layer0"]["bn"] == {"scale": "frozen", "bias": "frozen"}
   assert labels["layer1"]["conv"] == {"kernel": "body", "bias": "body"}
   assert labels["seg_main"] == {"kernel": "head", "bias": "head"}
+  assert _labels(_params())["layer0"]["bn"] == {"scale": "body", "bias": "body"}
+
+
+@pytest.mark.parametrize("name, options, heads, frozen", [
+    ("deeplabv2_r101", {}, {"main_head", "aux_head"}, True),
+    ("deeplabv2_r101", {"freeze_bn_affine": False}, {"main_head", "aux_head"}, False),
+    ("drn_d_22", {"width": 1 / 16}, {"seg_main", "seg_aux"}, False),
+    ("drn_d_38", {"width": 1 / 16, "freeze_bn_affine": True}, {"seg_main", "seg_aux"}, True),
+])
+def test_networks_declare_their_own_groups(name, options, heads, frozen):
+  """Heads and frozen BN affine come from the network and its options: one owner."""
+  model = models.create_model(name, **options)
+  params = models.abstract_variables(name, **options)["params"]
+  labels = jax.tree_util.tree_flatten_with_path(models.parameter_groups(model, params))[0]
+  by_group = {}
+  for path, label in labels:
+    names = tuple(k.key for k in path)
+    by_group.setdefault(label, set()).add(names)
+  assert {p[0] for p in by_group[models.HEAD]} == heads
+  bn_affine = {p for group in by_group.values() for p in group
+               if p[-1] in ("scale", "bias") and (*p[:-1], "scale") in
+               {q for g in by_group.values() for q in g}}
+  assert bool(bn_affine) and (bn_affine <= by_group.get(models.FROZEN, set())) == frozen
+  assert all(p[-1] in ("scale", "bias") for p in by_group.get(models.FROZEN, ()))
 
 
 def test_head_lr_mult_without_head_params_is_an_error():
   params = {"layer0": _params()["layer0"]}
   with pytest.raises(ValueError, match="head_lr_mult"):
-    optim.make_segmentation_optimizer(_cfg(head_lr_mult=10.0), NUM_STEPS, params, HEADS)
+    optim.make_segmentation_optimizer(_cfg(head_lr_mult=10.0), NUM_STEPS, _labels(params))
 
 
+@pytest.mark.torch
 def test_adam_matches_torch():
+  import torch  # pylint: disable=g-import-not-at-top
   cfg, params = _cfg(), _params()
   grads = _grads(params, 3)
   got = _run_optax(optim.make_discriminator_optimizer(cfg, NUM_STEPS), params, grads)
@@ -153,6 +189,7 @@ def test_poly_schedule_values():
 def test_learning_rates_jittable():
   cfg = _cfg(head_lr_mult=10.0)
   rates = jax.jit(lambda s: optim.learning_rates(cfg, 100, s))(jnp.int32(50))
+  assert "d_lr" not in optim.learning_rates(cfg, 100, 0, with_discriminators=False)
   np.testing.assert_allclose(rates["lr"], cfg.lr * 0.5 ** 0.9, rtol=1e-6)
   np.testing.assert_allclose(rates["head_lr"], 10 * cfg.lr * 0.5 ** 0.9, rtol=1e-6)
   np.testing.assert_allclose(rates["d_lr"], cfg.d_lr * 0.5 ** 0.9, rtol=1e-6)

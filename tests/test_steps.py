@@ -1,8 +1,9 @@
-"""The training step: loss terms per paradigm, gradient isolation, update order, data parallelism."""
+"""The generic step with each method: loss terms, gradient isolation, update order, parallelism."""
 
 import dataclasses
 import functools
 
+from configs import tiny
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,234 +11,242 @@ import optax
 import pytest
 
 from dakd_jax import config as config_lib
-from dakd_jax import networks as networks_lib
-from dakd_jax import optim
+from dakd_jax import experiment
 from dakd_jax import sharding
 from dakd_jax import steps
 from dakd_jax import train as train_lib
-from dakd_jax.state import create_train_state
+from dakd_jax.methods import base
+from dakd_jax.tools import benchmark
 
-H, W, BATCH, STEPS = 32, 64, 8, 10
+pytestmark = pytest.mark.slow  # Every test here compiles whole training steps.
+
 BASE_TERMS = {'src/seg_main', 'src/seg_aux', 'tgt/adv_aux', 'tgt/adv_main'}
 DISTILL_TERMS = {'kl_main', 'kl_aux', 'mse', 'pseudo_ce'}
 
 
-def tiny_config(**distill):
-  config = config_lib.base_config()
-  config.student.options.width = 1 / 16
-  config.teacher.options.width = 1 / 16
-  config.discriminator.ndf = 4
-  config.optim.lr = 0.01
-  config.optim.d_lr = 1e-3
-  for key, value in distill.items():
-    config.distill[key] = value
-  return config
+def stage_of(name='distill_c', **overrides):
+  """A stage of configs/tiny.py (32x64, batch 8) with dotted-key overrides of its config."""
+  config = tiny.get_config()
+  config.stages[name].optim.d_lr = 1e-3
+  config.update_from_flattened_dict(overrides)
+  return benchmark.stage_spec(config, name), experiment.run_settings(config)
 
 
-def random_batch(seed=0, batch=BATCH):
-  rng = np.random.default_rng(seed)
-  label = rng.integers(0, 19, (batch, H, W)).astype(np.int32)
-  label[:, :4] = 255  # Some ignored pixels.
-  return {'source_image': rng.normal(0, 50, (batch, H, W, 3)).astype(np.float32),
-          'source_label': label,
-          'target_image': rng.normal(10, 60, (batch, H, W, 3)).astype(np.float32)}
-
-
-def build(config, mode):
-  """Networks, weights, initial state and teacher variables of a tiny stage."""
-  rng = jax.random.PRNGKey(0)
-  student = networks_lib.create_segmentation_model(networks_lib.model_spec(config, 'student'))
-  disc = networks_lib.create_discriminator(config)
-  s_vars = networks_lib.init_variables(student, jax.random.PRNGKey(1))
-  student_tx = optim.make_segmentation_optimizer(config.optim, STEPS, s_vars['params'])
-  disc_tx = optim.make_discriminator_optimizer(config.optim, STEPS)
-  teacher, t_vars = None, None
-  if mode == 'distill':
-    teacher = networks_lib.create_segmentation_model(networks_lib.model_spec(config, 'teacher'))
-    t_vars = networks_lib.init_variables(teacher, jax.random.PRNGKey(2))
-  nets = steps.Networks(student=student, discriminator=disc, student_tx=student_tx,
-                        disc_tx=disc_tx, teacher=teacher)
-  state = create_train_state(
-      s_vars, networks_lib.init_variables(disc, jax.random.PRNGKey(3), channels=19),
-      networks_lib.init_variables(disc, jax.random.PRNGKey(4), channels=19),
-      student_tx, disc_tx, rng)
-  return nets, steps.loss_weights_from_config(config, mode), state, t_vars
+def batch_of(stage, seed=0):
+  return benchmark.random_batch(stage, 19, seed)
 
 
 @functools.cache
-def cached_build(mode, paradigm='c', gamma=1.0, method='adaptsegnet'):
-  """Builds (and jit-compiles once) the stages shared by several tests."""
-  config = tiny_config(paradigm=paradigm, gamma=gamma)
-  config.adapt.method = method
-  nets, weights, state, t_vars = build(config, mode)
-  step = jax.jit(functools.partial(steps.train_step, networks=nets, weights=weights))
-  return nets, weights, state, t_vars, step
+def built(name='distill_c', devices=1, **overrides):
+  """The stage's jitted step and state on `devices` devices (compiled once per session)."""
+  stage, run = stage_of(name, **overrides)
+  variables = train_lib.random_variables(stage, run, frozen=True)
+  b = train_lib.build_stage(stage, run, variables,
+                            mesh=sharding.make_mesh(jax.devices()[:devices]))
+  # The same step without donating the state: the tests run several steps from one state.
+  repl = sharding.replicated(b.mesh)
+  b.step_fn = jax.jit(functools.partial(steps.train_step, program=b.program),
+                      in_shardings=(repl, sharding.batch_sharding(b.mesh), repl),
+                      out_shardings=(repl, repl))
+  return stage, b
 
 
-def run_step(nets, weights, state, teacher_vars, batch):
-  fn = functools.partial(steps.train_step, networks=nets, weights=weights)
-  return jax.jit(fn)(state, batch, teacher_vars)
+def traced_metrics(stage, b):
+  """The step's metrics, traced only (enough to see which terms exist)."""
+  fn = functools.partial(steps.train_step, program=b.program)
+  return jax.eval_shape(fn, b.state, batch_of(stage), b.frozen_variables)[1]
 
 
-def loss_terms(metrics):
-  return {k[len('loss/'):] for k in metrics if k.startswith('loss/')} - {'total', 'disc_aux',
-                                                                          'disc_main'}
+def loss_terms(metrics, players=('disc_aux', 'disc_main')):
+  return {k[len('loss/'):] for k in metrics if k.startswith('loss/')} - {'total', *players}
 
 
 @pytest.mark.parametrize('paradigm,domains', [('a', {'src'}), ('b', {'tgt'}),
                                               ('c', {'src', 'tgt'}), ('d', {'tgt'})])
 def test_each_paradigm_has_exactly_its_terms(paradigm, domains):
-  nets, _, state, t_vars, _ = cached_build('distill')
-  weights = steps.loss_weights_from_config(tiny_config(paradigm=paradigm), 'distill')
-  # Tracing is enough to see which terms exist; values are checked on (c) below.
-  _, metrics = jax.eval_shape(functools.partial(steps.train_step, networks=nets, weights=weights),
-                              state, random_batch(), t_vars)
-  expected = BASE_TERMS | {f'{d}/{t}' for d in domains for t in DISTILL_TERMS}
-  assert loss_terms(metrics) == expected
+  stage, b = built(f'distill_{paradigm}')
+  assert stage.method.paradigm == paradigm
+  metrics = traced_metrics(stage, b)
+  assert loss_terms(metrics) == BASE_TERMS | {f'{d}/{t}' for d in domains for t in DISTILL_TERMS}
   assert {'loss/disc_aux', 'loss/disc_main'} <= set(metrics)
 
 
 def test_loss_terms_are_positive_and_sum_to_the_total():
-  *_, state, t_vars, step = cached_build('distill')
-  _, metrics = step(state, random_batch(), t_vars)
+  stage, b = built()
+  _, metrics = b.step_fn(b.state, b.global_batch(batch_of(stage)), b.frozen_variables)
   terms = [float(v) for k, v in metrics.items() if k.count('/') == 2]
   assert len(terms) == len(BASE_TERMS) + 2 * len(DISTILL_TERMS)
   assert all(np.isfinite(terms)) and all(t > 0 for t in terms)
   np.testing.assert_allclose(float(metrics['loss/total']), sum(terms), rtol=1e-5)
 
 
-def test_adaptation_and_source_only_terms():
-  nets, weights, state, _, _ = cached_build('adapt')
-  _, metrics = jax.eval_shape(functools.partial(steps.train_step, networks=nets, weights=weights),
-                              state, random_batch(), None)
-  assert loss_terms(metrics) == BASE_TERMS
-  nets, weights, state, _, step = cached_build('adapt', method='source_only')
-  new_state, metrics = step(state, random_batch(), None)
-  assert loss_terms(metrics) == {'src/seg_main', 'src/seg_aux'}
-  assert 'loss/disc_main' not in metrics
-  unchanged = jax.tree.map(np.array_equal, new_state.disc_main.params, state.disc_main.params)
-  assert all(jax.tree.leaves(unchanged))
+@pytest.mark.parametrize('name, method, terms, players', [
+    ('student', 'adaptsegnet', BASE_TERMS, {'disc_aux', 'disc_main'}),
+    ('student', 'advent', BASE_TERMS, {'disc_aux', 'disc_main'}),
+    ('source_only', 'source_only', {'src/seg_main', 'src/seg_aux'}, set()),
+])
+def test_adaptation_methods_terms_and_players(name, method, terms, players):
+  stage, b = built(name, **{f'stages.{name}.method': method})
+  metrics = traced_metrics(stage, b)
+  assert loss_terms(metrics, players) == terms
+  assert set(b.state.players) == players
+  assert {k[len('loss/'):] for k in metrics if k.startswith('loss/disc')} == players
+  assert ('target_image' in batch_of(stage)) == (method != 'source_only')
+
+
+def test_minent_terms_without_players():
+  config = tiny.get_config()
+  config_lib.set_method(config.stages.student, 'minent')  # MinEnt has options of its own.
+  stage, run = benchmark.stage_spec(config, 'student'), experiment.run_settings(config)
+  b = train_lib.build_stage(stage, run, train_lib.random_variables(stage, run),
+                            mesh=sharding.make_mesh(jax.devices()[:1]))
+  metrics = traced_metrics(stage, b)
+  assert loss_terms(metrics, ()) == {'src/seg_main', 'src/seg_aux', 'tgt/ent_aux', 'tgt/ent_main'}
+  assert not b.state.players
+
+
+def test_advent_discriminators_see_self_information():
+  adaptsegnet, _ = stage_of('student')
+  advent, _ = stage_of('student', **{'stages.student.method': 'advent'})
+  logits = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 2, 19)) * 3
+  probs = jax.nn.softmax(logits)
+  np.testing.assert_allclose(adaptsegnet.method.discriminator_input(logits), probs, rtol=1e-6)
+  info = advent.method.discriminator_input(logits)
+  np.testing.assert_allclose(info, -probs * jnp.log2(probs + 1e-30) / jnp.log2(19.0), rtol=1e-5)
 
 
 def test_gamma_scales_target_terms_only():
-  batch = random_batch()
-  *_, state, t_vars, step = cached_build('distill')
-  _, m1 = step(state, batch, t_vars)
-  *_, state, t_vars, step = cached_build('distill', gamma=0.25)
-  _, m2 = step(state, batch, t_vars)
-  for term in DISTILL_TERMS:
-    np.testing.assert_allclose(float(m2[f'loss/tgt/{term}']),
-                               0.25 * float(m1[f'loss/tgt/{term}']), rtol=1e-5)
-    np.testing.assert_allclose(float(m2[f'loss/src/{term}']), float(m1[f'loss/src/{term}']),
-                               rtol=1e-6)
+  """DAKD's terms on fixed outputs: gamma scales exactly the target distillation terms."""
+  logits = lambda seed: jax.random.normal(jax.random.PRNGKey(seed), (2, 8, 8, 19))
+  outputs = {d: {'aux': logits(i), 'main': logits(i + 2)} for i, d in
+             enumerate(('source', 'target'))}
+  teacher = {d: {'aux': logits(i + 4), 'main': logits(i + 6)} for i, d in
+             enumerate(('source', 'target'))}
+  batch = {'source_label': jnp.zeros((2, 8, 8), jnp.int32)}
+  players = {name: (lambda x: x[..., :1]) for name in ('disc_aux', 'disc_main')}
+  terms = {}
+  for gamma in (1.0, 0.25):
+    stage, _ = stage_of(**{'stages.distill_c.options.gamma': gamma})
+    terms[gamma], _ = stage.method.network_terms(outputs, batch, players, teacher)
+  assert set(terms[1.0]) == BASE_TERMS | {f'{d}/{t}' for d in ('src', 'tgt')
+                                          for t in DISTILL_TERMS}
+  for name, value in terms[1.0].items():
+    scale = 0.25 if name.startswith('tgt/') and name[4:] in DISTILL_TERMS else 1.0
+    np.testing.assert_allclose(float(terms[0.25][name]), scale * float(value), rtol=1e-6)
+    assert float(value) > 0, name
 
 
 @pytest.mark.parametrize('teacher_bn', ['eval', 'train'])
 def test_no_gradient_reaches_the_teacher(teacher_bn):
-  nets, _, state, t_vars, _ = cached_build('distill')
-  weights = steps.loss_weights_from_config(tiny_config(teacher_bn=teacher_bn), 'distill')
-  batch = jax.tree.map(jnp.asarray, random_batch(batch=2))
+  stage, b = built(**{'stages.distill_c.options.teacher_bn': teacher_bn})
+  batch = jax.tree.map(jnp.asarray, batch_of(stage))
 
   def total_loss(teacher_params):
-    tv = {**t_vars, 'params': teacher_params}
-    teacher = {'source': steps.teacher_outputs(nets, tv, batch['source_image'], weights),
-               'target': steps.teacher_outputs(nets, tv, batch['target_image'], weights)}
-    return steps.generator_loss(state.student.params, state, nets, weights, batch, teacher)[0]
+    frozen = {'teacher': {**b.frozen_variables['teacher'], 'params': teacher_params}}
+    frozen_nets = {'teacher': base.FrozenNetwork(b.program.frozen['teacher'],
+                                                       frozen['teacher'])}
+    teacher = stage.method.frozen_outputs(frozen_nets, batch)
+    return steps.network_loss(b.state.network.params, b.state, b.program, batch, teacher)[0]
 
-  grads = jax.jit(jax.grad(total_loss))(t_vars['params'])
+  grads = jax.jit(jax.grad(total_loss))(b.frozen_variables['teacher']['params'])
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
 
 
-def test_teacher_runs_in_its_own_precision():
-  """`distill.teacher_dtype` puts the teacher's convolutions, and only those, in bf16."""
-  config = tiny_config()
-  rng = jax.random.PRNGKey(0)
-  make = lambda net, dtype='float32': networks_lib.create_segmentation_model(
-      networks_lib.model_spec(config, net), dtype)
-  disc = networks_lib.create_discriminator(config)
-  variables = {'student': networks_lib.init_variables(make('student'), rng),
-               'teacher': networks_lib.init_variables(make('teacher'), rng),
-               'disc_aux': networks_lib.init_variables(disc, rng, channels=19),
-               'disc_main': networks_lib.init_variables(disc, rng, channels=19)}
-  batch = random_batch()
-
-  def bf16_convolutions(teacher_dtype):
-    config.distill.teacher_dtype = teacher_dtype
-    stage = train_lib.build_stage(config, 'distill', variables)
-    text = stage.step_fn.lower(stage.state, stage.global_batch(batch),
-                               stage.teacher_variables).as_text()
+def test_frozen_networks_run_in_their_own_precision():
+  """`frozen_dtype` puts the teacher's convolutions, and only those, in bf16."""
+  def bf16_convolutions(frozen_dtype):
+    stage, b = built(frozen_dtype=frozen_dtype)
+    text = b.step_fn.lower(b.state, b.global_batch(batch_of(stage)),
+                           b.frozen_variables).as_text()
     convs = [line for line in text.splitlines() if 'stablehlo.convolution' in line]
-    return sum('bf16' in line for line in convs), len(convs)
+    return sum('bf16' in line for line in convs)
 
-  teacher_forward = jax.jit(make('teacher').apply).lower(
-      variables['teacher'], jnp.zeros((BATCH, H, W, 3))).as_text()
-  convs_per_teacher_pass = teacher_forward.count('stablehlo.convolution')
-  assert bf16_convolutions('bfloat16')[0] == 2 * convs_per_teacher_pass  # source + target
-  assert bf16_convolutions('')[0] == 0
-
+  stage, b = built()
+  images = jnp.asarray(batch_of(stage)['source_image'])
+  teacher = b.program.frozen['teacher']
+  per_pass = jax.jit(teacher.apply).lower(b.frozen_variables['teacher'], images).as_text().count(
+      'stablehlo.convolution')
+  assert bf16_convolutions('bfloat16') == 2 * per_pass  # source + target
+  assert bf16_convolutions('') == 0
   # The bf16 teacher's logits follow the float32 teacher's.
-  weights = steps.loss_weights_from_config(config, 'distill')
-  images = jnp.asarray(batch['source_image'])
-  outputs = {dtype: steps.teacher_outputs(
-      steps.Networks(student=None, discriminator=None, student_tx=None, disc_tx=None,
-                     teacher=make('teacher', dtype)), variables['teacher'], images, weights)
-             for dtype in ('float32', 'bfloat16')}
-  ref, low = outputs['float32']['main'], outputs['bfloat16']['main']
+  low = base.FrozenNetwork(teacher.clone(dtype=jnp.bfloat16), b.frozen_variables['teacher'])
+  ref = base.FrozenNetwork(teacher, b.frozen_variables['teacher'])
+  low, ref = low(images)['main'], ref(images)['main']
   assert low.dtype == jnp.float32
   assert float(jnp.linalg.norm(low - ref) / jnp.linalg.norm(ref)) < 3e-2
 
 
 def test_players_do_not_move_each_other():
-  """Student and discriminator updates are independent and both use the pre-update weights."""
-  nets, weights, state, t_vars, step = cached_build('adapt')
-  batch = random_batch()
-  full, _ = step(state, batch, t_vars)
-  frozen = optax.set_to_zero()
-  empty = frozen.init(None)
-  only_student, _ = run_step(dataclasses.replace(nets, disc_tx=frozen), weights,
-                             state.replace(disc_aux=state.disc_aux.replace(opt_state=empty),
-                                           disc_main=state.disc_main.replace(opt_state=empty)),
-                             t_vars, batch)
-  only_disc, _ = run_step(dataclasses.replace(nets, student_tx=frozen), weights,
-                          state.replace(student=state.student.replace(opt_state=empty)), t_vars,
-                          batch)
-  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
-  # Freezing the discriminators changes nothing in the student update, and vice versa.
-  assert same(only_student.student.params, full.student.params)
-  assert same(only_disc.disc_main.params, full.disc_main.params)
-  assert same(only_disc.disc_aux.params, full.disc_aux.params)
-  # And each frozen player really stayed put while the other moved.
-  assert same(only_student.disc_main.params, state.disc_main.params)
-  assert same(only_disc.student.params, state.student.params)
-  assert not same(full.student.params, state.student.params)
-  assert not same(full.disc_main.params, state.disc_main.params)
+  """Network and discriminator updates are independent and both use the pre-update weights."""
+  stage, b = built('student')
+  batch = b.global_batch(batch_of(stage))
+  full, _ = b.step_fn(b.state, batch, b.frozen_variables)
+  frozen_tx = optax.set_to_zero()
+  empty = frozen_tx.init(None)
+  program = b.program
+  run = lambda program, state: jax.jit(functools.partial(steps.train_step, program=program))(
+      state, batch, b.frozen_variables)[0]
+  only_network = run(
+      dataclasses.replace(program, player_txs={n: frozen_tx for n in program.players}),
+      b.state.replace(players={n: p.replace(opt_state=empty) for n, p in b.state.players.items()}))
+  only_players = run(dataclasses.replace(program, network_tx=frozen_tx),
+                     b.state.replace(network=b.state.network.replace(opt_state=empty)))
+  same = lambda a, c: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, c)))
+  # Freezing the discriminators changes nothing in the network update, and vice versa.
+  assert same(only_network.network.params, full.network.params)
+  for name in ('disc_aux', 'disc_main'):
+    assert same(only_players.players[name].params, full.players[name].params)
+    assert same(only_network.players[name].params, b.state.players[name].params)
+    assert not same(full.players[name].params, b.state.players[name].params)
+  assert same(only_players.network.params, b.state.network.params)
+  assert not same(full.network.params, b.state.network.params)
+
+
+def _tree_rel(a, b):
+  """Largest difference over a tree, relative to its largest entry (float32 summation noise
+  over 8 shards; single near-zero entries, e.g. Adam-updated biases, are noise-dominated)."""
+  diff = max(float(np.abs(np.subtract(x, y, dtype=np.float64)).max())
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return diff / max(float(np.abs(x).max()) for x in jax.tree.leaves(a))
+
+
+def _two_steps(b, stage, step_fn=None):
+  """State and metrics after two steps (the second starts from updated BatchNorm statistics)."""
+  state = b.state
+  for seed in (0, 1):
+    state, metrics = (step_fn or b.step_fn)(state, b.global_batch(batch_of(stage, seed)),
+                                            b.frozen_variables)
+  return state, metrics
+
+
+def _assert_same_run(one, eight):
+  (s1, m1), (s8, m8) = jax.device_get((one, eight))
+  for key in m1:
+    np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, atol=1e-7, err_msg=key)
+  for name, p1, p8 in [('network', s1.network, s8.network)] + [
+      (n, s1.players[n], s8.players[n]) for n in s1.players]:
+    for collection in ('params', 'batch_stats', 'opt_state'):
+      if jax.tree.leaves(getattr(p1, collection)):
+        assert _tree_rel(getattr(p1, collection), getattr(p8, collection)) < 1e-4, (
+            name, collection)
 
 
 def test_one_device_equals_eight_devices():
   assert jax.device_count() == 8
-  nets, weights, state, t_vars, step = cached_build('distill')
-  mesh = sharding.make_mesh()
-  repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  step8 = jax.jit(functools.partial(steps.train_step, networks=nets, weights=weights),
-                  in_shardings=(repl, data, repl), out_shardings=(repl, repl))
-  s1, s8 = state, jax.device_put(state, repl)
-  t8 = jax.device_put(t_vars, repl)
-  for seed in (0, 1):  # Two steps: the second starts from updated BatchNorm statistics.
-    s1, m1 = step(s1, random_batch(seed), t_vars)
-    s8, m8 = step8(s8, sharding.to_global_batch(random_batch(seed), mesh), t8)
-  assert len(m8['loss/total'].sharding.device_set) == 8
-  (s1, m1), (s8, m8) = jax.device_get(((s1, m1), (s8, m8)))
-  for key in m1:
-    np.testing.assert_allclose(m8[key], m1[key], rtol=2e-5, atol=1e-7, err_msg=key)
-  # Float32 reductions run in another order over 8 shards: compare each collection at the scale
-  # of its whole tree (single near-zero entries, e.g. Adam-updated biases, are noise-dominated).
-  def tree_rel(a, b):
-    diff = max(float(np.abs(np.subtract(x, y, dtype=np.float64)).max())
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    return diff / max(float(np.abs(x).max()) for x in jax.tree.leaves(a))
-  for player in ('student', 'disc_aux', 'disc_main'):
-    p1, p8 = getattr(s1, player), getattr(s8, player)
-    for collection in ('params', 'batch_stats', 'opt_state'):
-      if jax.tree.leaves(getattr(p1, collection)):
-        assert tree_rel(getattr(p1, collection), getattr(p8, collection)) < 1e-4, (
-            player, collection)
+  stage, b8 = built(devices=8)
+  _, b1 = built()
+  eight = _two_steps(b8, stage)
+  assert len(eight[1]['loss/total'].sharding.device_set) == 8
+  _assert_same_run(_two_steps(b1, stage), eight)
+
+
+def test_per_device_batchnorm_equals_groups_on_one_device():
+  """bn_sync='per_device' on 8 devices = BatchNorm statistics per 1-image group on one device."""
+  stage, b8 = built('student', devices=8, bn_sync='per_device')
+  eight = _two_steps(b8, stage)
+  _, b1 = built('student', bn_sync='per_device')  # One device: one statistics group ...
+  assert b1.program.network.bn_groups == 1 and b8.program.network.bn_groups == 8
+  grouped = dataclasses.replace(b1.program, network=b1.program.network.clone(bn_groups=8))
+  grouped_step = jax.jit(functools.partial(steps.train_step, program=grouped))  # ... made eight.
+  # (layers.BatchNorm's own test shows that the groups change the normalisation.)
+  _assert_same_run(_two_steps(b1, stage, grouped_step), eight)

@@ -4,7 +4,6 @@ import filecmp
 import os
 import pathlib
 import re
-import time
 
 import numpy as np
 import pytest
@@ -205,10 +204,7 @@ def test_cli(tmp_path, capsys):
   assert (tmp_path / 'gta5' / 'labels' / '00001.png').is_file()
 
 
-def test_default_size_generation_is_fast(tmp_path):
-  start = time.perf_counter()
+def test_default_size_generation(tmp_path):
   synthetic.generate(str(tmp_path), num_source=20, num_target_train=15, num_target_val=5)
-  elapsed = time.perf_counter() - start
-  assert elapsed < 20.0, elapsed  # ~0.03 s of CPU per image; generous for a busy 2-core CI box
   with Image.open(tmp_path / 'gta5' / 'images' / '00020.png') as im:
     assert im.size == (256, 128)

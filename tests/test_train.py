@@ -1,6 +1,6 @@
-"""End to end on the synthetic pair: exact resume, the whole pipeline, two processes, config errors."""
+"""End to end on the synthetic pair: exact resume, the pipeline, two processes, oracle selection,
+and the DeepLab teacher's optimiser groups read back from its own run."""
 
-import importlib.util
 import json
 import os
 import socket
@@ -9,58 +9,26 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from dakd_jax import config as config_lib
 from dakd_jax import experiment
 from dakd_jax import networks as networks_lib
-from dakd_jax import train as train_lib
+from dakd_jax import selection
+from dakd_jax import stages as stages_lib
 from dakd_jax.data import labels as labels_lib
-from dakd_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, 'configs', 'tiny.py')
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope='module')
-def synthetic_root(tmp_path_factory):
-  out = tmp_path_factory.mktemp('synthetic')
-  synthetic.generate(out, size=(64, 128), num_source=12, num_target_train=12, num_target_val=6)
-  return str(out)
+def exported(workdir, stage):
+  return networks_lib.load_network(stages_lib.export_dir(workdir, stage))[1]
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-def tiny_config(synthetic_root, data_dir, **overrides):
-  """configs/tiny.py on the module's synthetic pair, with dotted-key overrides."""
-  spec = importlib.util.spec_from_file_location('tiny', TINY_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.source.root = os.path.join(synthetic_root, 'gta5')
-  config.target.root = os.path.join(synthetic_root, 'cityscapes')
-  config.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split('.')
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
-
-
-def exported(workdir):
-  return networks_lib.load_network(os.path.join(workdir, 'export'))[1]
-
-
-def test_killed_and_resumed_run_equals_uninterrupted(synthetic_root, data_dir, tmp_path,
-                                                      monkeypatch):
-  config = tiny_config(synthetic_root, data_dir)
-  experiment.run(config, str(tmp_path / 'straight'))
+def test_killed_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path, monkeypatch):
+  six_steps = {'stages.student.num_steps': 6}
+  experiment.run(tiny_config(**six_steps), str(tmp_path / 'straight'))
 
   real_annotation = jax.profiler.StepTraceAnnotation
 
@@ -72,48 +40,138 @@ def test_killed_and_resumed_run_equals_uninterrupted(synthetic_root, data_dir, t
   resumed = str(tmp_path / 'resumed')
   monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_five)
   with pytest.raises(KeyboardInterrupt):
-    experiment.run(tiny_config(synthetic_root, data_dir), resumed)
-  assert not train_lib.is_complete(resumed)
+    experiment.run(tiny_config(**six_steps), resumed)
+  assert not stages_lib.is_complete(stages_lib.stage_dir(resumed, 'student'))
   monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
-  experiment.run(tiny_config(synthetic_root, data_dir), resumed)
+  experiment.run(tiny_config(**six_steps), resumed)
 
-  a, b = exported(str(tmp_path / 'straight')), exported(resumed)
+  a, b = exported(str(tmp_path / 'straight'), 'student'), exported(resumed, 'student')
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
   # The resumed run logged steps 2 and 4 before the kill and again 6 after it.
-  with open(os.path.join(resumed, 'metrics.jsonl')) as f:
+  with open(os.path.join(resumed, 'student', 'metrics.jsonl')) as f:
     assert [json.loads(line)['step'] for line in f][-1] == 6
 
 
-def test_pipeline_end_to_end(synthetic_root, data_dir, tmp_path):
-  # The stages that chain: teacher and student adaptation, (c) from both, (d) from (c). The
-  # others differ from these only in loss weights, which test_steps.py covers.
-  stages = ('teacher', 'student', 'distill_c', 'distill_d')
-  config = tiny_config(synthetic_root, data_dir, mode='pipeline', **{'pipeline.stages': stages})
+def test_pipeline_end_to_end_then_single_stages(tiny_config, tmp_path):
+  # The stages that chain: teacher and student adaptation, (c) from both; then (d) alone from
+  # (c) in the same workdir. The other stages differ from these only in their method's options,
+  # which test_steps.py covers.
+  names = ('teacher', 'student', 'distill_c')
   workdir = str(tmp_path / 'pipeline')
-  results = experiment.run(config, workdir)
-  assert list(results) == list(stages)
-  for name in stages:
-    with open(os.path.join(workdir, name, 'eval', 'metrics.json')) as f:
+  results = experiment.run(tiny_config(pipeline=names), workdir)
+  assert list(results) == list(names)
+  results.update(experiment.run(tiny_config(pipeline=('distill_d',)), workdir))
+  for name in names + ('distill_d',):
+    directory = stages_lib.stage_dir(workdir, name)
+    with open(os.path.join(directory, 'eval', 'metrics.json')) as f:
       metrics = json.load(f)
     assert set(metrics) == {'miou', 'pixel_acc', 'per_class_iou', 'num_images',
                             'checkpoint_step'}
     assert list(metrics['per_class_iou']) == list(labels_lib.CLASS_NAMES)
     assert 0 <= metrics['miou'] <= 100 and 0 <= metrics['pixel_acc'] <= 100
     assert metrics['num_images'] == 6 and metrics['checkpoint_step'] == 2
-    assert train_lib.is_complete(os.path.join(workdir, name))
-    preds = os.listdir(os.path.join(workdir, name, 'eval', 'pred'))
+    assert stages_lib.is_complete(directory)
+    preds = os.listdir(os.path.join(directory, 'eval', 'pred'))
     assert len(preds) == 12 and all(p.endswith('_leftImg8bit.png') or
                                     p.endswith('_leftImg8bit_color.png') for p in preds)
+    # Every stage exports its players (the discriminators) beside its network.
+    assert sorted(os.listdir(stages_lib.players_dir(workdir, name))) == ['disc_aux', 'disc_main']
+  spec = networks_lib.read_model_spec(stages_lib.export_dir(workdir, 'distill_d'))
+  assert spec['trained_by']['method'] == 'dakd'
+  assert spec['trained_by']['options']['paradigm'] == 'd'
+  with open(os.path.join(workdir, experiment.RESULTS_TABLE)) as f:
+    assert tiny_config().stages.distill_d.row in f.read()  # The last run's table.
+  assert os.path.exists(os.path.join(workdir, experiment.GRID_FILE))
+  # Complete stages are skipped: a second run trains nothing and returns the same results.
+  again = experiment.run(tiny_config(pipeline=names + ('distill_d',)), workdir)
+  assert again == results
+  # A given (trained) teacher is evaluated, never trained, and stage refs resolve to it.
+  elsewhere = str(tmp_path / 'given')
+  teacher = stages_lib.export_dir(workdir, 'teacher')
+  given = experiment.run(tiny_config(pipeline=('teacher',), **{'stages.teacher.trained': teacher}),
+                         elsewhere)
+  assert given['teacher'] == {**results['teacher'], 'checkpoint_step': -1}
+  assert not os.path.exists(os.path.join(stages_lib.stage_dir(elsewhere, 'teacher'),
+                                         'checkpoints'))
+
+
+def test_best_oracle_selection_is_reported_in_its_own_row(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'oracle')
+  config = tiny_config(**{'eval.select': 'best_oracle', 'eval.every': 2,
+                          'stages.student.num_steps': 6})
+  experiment.run(config, workdir)
+  directory = stages_lib.stage_dir(workdir, 'student')
+  oracle = selection.read_oracle(directory)
+  with open(os.path.join(directory, selection.HISTORY_FILE)) as f:
+    history = [json.loads(line) for line in f]
+  assert [h['step'] for h in history] == [2, 4, 6]
+  best = max(history, key=lambda h: h['miou'])
+  assert oracle['step'] == best['step'] and oracle['miou'] == best['miou']
+  assert oracle['num_evaluations'] == 3
   with open(os.path.join(workdir, experiment.RESULTS_TABLE)) as f:
     table = f.read()
-  for name in stages:
-    assert experiment.STAGES[name][4] in table
-  assert os.path.exists(os.path.join(workdir, experiment.GRID_FILE))
-  # Complete stages are skipped: a second run trains nothing and returns the same table.
-  again = experiment.run(tiny_config(synthetic_root, data_dir, mode='pipeline',
-                                     **{'pipeline.stages': stages}), workdir)
-  assert again == results
+  assert f"[oracle: best of 3 on target val, step {oracle['step']}]" in table
+  # The oracle's exported network scores what its evaluation recorded.
+  spec, variables = networks_lib.load_network(os.path.join(directory, 'oracle', 'export'))
+  rescored = experiment.make_evaluator(config)(spec, variables)
+  assert rescored['miou'] == pytest.approx(oracle['miou'], abs=1e-9)
+
+
+def test_deeplab_teacher_keeps_bn_affine_frozen_and_heads_at_ten_times_the_lr(
+    synthetic_root, tfds_dir, tmp_path):
+  """configs/gta2cs_deeplab.py's teacher stage, read back from its own logs and checkpoints.
+
+  One device and the script's batch of 1 (compiling ResNet-101 for 8 simulated devices costs
+  minutes); only the sizes and the step counts are shrunk.
+  """
+  workdir = tmp_path / 'deeplab'
+  size = '(33, 65)'
+  run = _run_main(['--config', os.path.join(REPO, 'configs', 'gta2cs_deeplab.py'),
+                   '--workdir', str(workdir), f'--config.roots.gta5={synthetic_root}/gta5',
+                   f'--config.roots.cityscapes={synthetic_root}/cityscapes',
+                   f'--config.data_dir={tfds_dir}', '--config.pipeline=teacher',
+                   '--config.stages.teacher.num_steps=3',
+                   '--config.stages.teacher.schedule_steps=10',
+                   f'--config.stages.teacher.source.size={size}',
+                   f'--config.stages.teacher.target.size={size}',
+                   f'--config.eval.input_size={size}', '--config.eval.num_images=2',
+                   '--config.train.log_every=1', '--config.train.checkpoint_every=1',
+                   '--config.stages.teacher.options.ndf=4'], env_devices=1)
+  out = run.communicate(timeout=900)[0]
+  assert run.returncode == 0, out[-3000:]
+  directory = stages_lib.stage_dir(str(workdir), 'teacher')
+  with open(os.path.join(directory, 'metrics.jsonl')) as f:
+    logged = {r['step']: r for r in map(json.loads, f)}
+  assert sorted(logged) == [1, 2, 3]
+  for record in logged.values():
+    assert record['lr/head_lr'] == pytest.approx(10 * record['lr/lr'], rel=1e-6)
+
+  with ocp.CheckpointManager(os.path.join(directory, 'checkpoints')) as manager:
+    restore = lambda step: manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))['state']
+    before, after = restore(2), restore(3)
+  flat = lambda tree: {jax.tree_util.keystr(p): v
+                       for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  old, new = flat(before['network']['params']), flat(after['network']['params'])
+  # SGD's momentum trace (un-scaled, as torch's buffer) after update 3 is what update 3 applied
+  # at its rate: change / trace = -lr of update index 2, logged at step 3.
+  traces = {k: v for k, v in flat(after['network']['opt_state']).items() if 'trace' in k}
+  ratios = {'head': [], 'body': []}
+  for name, value in new.items():
+    if name.endswith(("['scale']", "['bias']")) and '_head' not in name:
+      # BatchNorm affine: bitwise its initial value (scale 1, bias 0) after three updates ...
+      np.testing.assert_array_equal(value, float(name.endswith("['scale']")), err_msg=name)
+      assert not any(k.endswith(name) for k in traces), name  # ... and no optimiser state.
+      continue
+    trace = np.asarray(next(v for k, v in traces.items() if k.endswith(name)), np.float64)
+    delta = np.asarray(value, np.float64) - np.asarray(old[name], np.float64)
+    big = np.abs(trace) > 1e-2 * np.abs(trace).max()
+    ratios['head' if '_head' in name else 'body'].append(np.median(-delta[big] / trace[big]))
+  lr = logged[3]['lr/lr']
+  assert len(ratios['head']) == 16  # 2 heads x 4 ASPP branches x (kernel, bias)
+  np.testing.assert_allclose(ratios['body'], lr, rtol=1e-3)
+  np.testing.assert_allclose(ratios['head'], 10 * lr, rtol=1e-3)
 
 
 def _run_main(args, env_devices, **kwargs):
@@ -123,12 +181,13 @@ def _run_main(args, env_devices, **kwargs):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
-  common = ['--config', TINY_CONFIG, '--config.train.num_steps=2',
-            f'--config.source.root={synthetic_root}/gta5',
-            f'--config.target.root={synthetic_root}/cityscapes', f'--config.data_dir={data_dir}']
+def test_two_processes_equal_one(tiny_config, synthetic_root, tfds_dir, tmp_path):
+  common = ['--config', os.path.join(REPO, 'configs', 'tiny.py'),
+            f'--config.roots.gta5={synthetic_root}/gta5',
+            f'--config.roots.cityscapes={synthetic_root}/cityscapes',
+            f'--config.data_dir={tfds_dir}']
   # Prepare the data once so the runs below only read it.
-  experiment.prepare_inputs(tiny_config(synthetic_root, data_dir), str(tmp_path))
+  experiment.prepare_inputs(tiny_config(), str(tmp_path))
   single = _run_main(common + ['--workdir', str(tmp_path / 'one')], env_devices=2)
   out = single.communicate(timeout=600)[0]
   assert single.returncode == 0, out[-3000:]
@@ -142,7 +201,7 @@ def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   assert 'process 1 of 2' in outs[1]
-  a, b = exported(str(tmp_path / 'one')), exported(str(tmp_path / 'two'))
+  a, b = exported(str(tmp_path / 'one'), 'student'), exported(str(tmp_path / 'two'), 'student')
   # Cross-process (gloo) reductions sum in another order than one process's, and training
   # amplifies float32 rounding differences: compare each collection at its own scale. Data or
   # sharding mistakes (a duplicated or missing shard) give differences of order 1e-1.
@@ -150,51 +209,9 @@ def test_two_processes_equal_one(synthetic_root, data_dir, tmp_path):
     x, y = jax.tree.leaves(a[collection]), jax.tree.leaves(b[collection])
     diff = max(float(np.abs(np.subtract(u, v, dtype=np.float64)).max()) for u, v in zip(x, y))
     assert diff / max(float(np.abs(u).max()) for u in x) < 1e-3, collection
-  with open(tmp_path / 'one' / 'eval' / 'metrics.json') as f:
-    one = json.load(f)
-  with open(tmp_path / 'two' / 'eval' / 'metrics.json') as f:
-    two = json.load(f)
-  assert two['num_images'] == one['num_images'] == 6
-  assert abs(two['miou'] - one['miou']) < 1e-3
-
-
-@pytest.mark.parametrize('key,value,message', [
-    ('distill.paradigm', 'e', r'config\.distill\.paradigm: expected one of'),
-    ('mode', 'train', r'config\.mode: expected one of'),
-    ('source.size', (64,), r'config\.source\.size: expected \(height, width\)'),
-    ('source.root', '/nonexistent/gta5', r'config\.source\.root: expected an existing directory'),
-    ('distill.kl_mode', 'kl', r'config\.distill\.kl_mode'),
-    ('teacher.init', '/nonexistent', r'config\.teacher\.init: expected a variables directory'),
-    ('distill.teacher_dtype', 'int8', r'config\.distill\.teacher_dtype: expected'),
-    ('train.prefetch_to_device', -1, r'config\.train\.prefetch_to_device: expected'),
-])
-def test_invalid_config_fails_with_the_key(synthetic_root, data_dir, key, value, message):
-  config = tiny_config(synthetic_root, data_dir, **{key: value})
-  with pytest.raises(ValueError, match=message):
-    config_lib.validate(config)
-
-
-def test_distill_mode_needs_a_teacher(synthetic_root, data_dir):
-  config = tiny_config(synthetic_root, data_dir, mode='distill')
-  with pytest.raises(ValueError, match=r'config\.distill\.teacher'):
-    config_lib.validate(config)
-
-
-def test_wrong_network_in_variables_directory(synthetic_root, data_dir, tmp_path):
-  config = tiny_config(synthetic_root, data_dir)
-  spec = networks_lib.model_spec(config, 'teacher')
-  model = networks_lib.create_segmentation_model(spec)
-  networks_lib.save_network(str(tmp_path / 'v'), spec,
-                            networks_lib.init_variables(model, jax.random.PRNGKey(0)))
-  with pytest.raises(ValueError, match='holds a drn_d_38 but drn_d_22 was expected'):
-    networks_lib.load_network(str(tmp_path / 'v'), expected_arch='drn_d_22')
-
-
-def test_distillation_starts_from_the_right_student(synthetic_root, data_dir):
-  config = tiny_config(synthetic_root, data_dir)
-  dirs = {name: f'/w/{name}' for name in experiment.STAGES}
-  assert experiment._student_start(config, dirs, 'distill_a') == '/w/student/export'
-  assert experiment._student_start(config, dirs, 'distill_d') == '/w/distill_c/export'
-  config.distill.student_init = 'init'
-  config.student.init = '/imagenet/drn_d_22'
-  assert experiment._student_start(config, dirs, 'distill_b') == '/imagenet/drn_d_22'
+  metrics = {}
+  for run in ('one', 'two'):
+    with open(tmp_path / run / 'student' / 'eval' / 'metrics.json') as f:
+      metrics[run] = json.load(f)
+  assert metrics['two']['num_images'] == metrics['one']['num_images'] == 6
+  assert abs(metrics['two']['miou'] - metrics['one']['miou']) < 1e-3

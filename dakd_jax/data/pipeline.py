@@ -11,10 +11,11 @@ choice derives from (seed, position in the stream), and the iterator state is a 
 `it.get_state()` / `it.set_state()` (and Orbax's grain handler) resume at exactly the next batch.
 """
 
+import dataclasses
 import logging
 import os
 import pathlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import grain
 import jax
@@ -31,22 +32,76 @@ NUM_THREADS = min(8, os.cpu_count() or 1)
 PREFETCH_IMAGES = 2 * NUM_THREADS
 
 
-def _builder_class(cfg: Mapping[str, Any]) -> type[OfficialLayoutBuilder]:
-  name = cfg['dataset']
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Optional random augmentation of a training stream (the official UDA scripts use none).
+
+  Attributes:
+    random_scale: (lo, hi) factor range of a random rescale, or None.
+    crop: (H, W) random crop after rescaling, or None.
+    flip: random horizontal flip with probability 0.5.
+  """
+  random_scale: tuple[float, float] | None = None
+  crop: tuple[int, int] | None = None
+  flip: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+  """One training input stream: a split of an official dataset folder, preprocessed.
+
+  Attributes:
+    dataset: builder name ('gta5' | 'cityscapes' | 'bdd100k').
+    root: the official extracted folder (see datasets/<name>/README.md).
+    split: split of the builder ('train' | 'val'; TFDS slices such as 'train[:100]' work).
+    size: (H, W) every image and label is resized to (bicubic / nearest), or None.
+    normalization: 'caffe' (BGR minus mean, 0-255; official) | 'imagenet'.
+    augment: random augmentation after the resize.
+  """
+  dataset: str
+  root: str
+  split: str = 'train'
+  size: tuple[int, int] | None = None
+  normalization: str = 'caffe'
+  augment: Augment = Augment()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """An ordered evaluation split.
+
+  Attributes:
+    dataset, root, split, normalization: as in `Stream`.
+    input_size: (H, W) the image is resized to for the network, or None.
+    label_size: (H, W) the label is resized to (nearest) before scoring, or None = its full
+      resolution (the standard protocol; DAKD's `eval_cs.py` scored at 512x1024).
+    num_images: the first n images in file order, -1 = all.
+  """
+  dataset: str
+  root: str
+  split: str = 'val'
+  input_size: tuple[int, int] | None = None
+  label_size: tuple[int, int] | None = None
+  normalization: str = 'caffe'
+  num_images: int = -1
+
+
+def _builder_class(data: Stream | EvalSet) -> type[OfficialLayoutBuilder]:
+  name = data.dataset
   if name not in BUILDERS:
     raise ValueError(f'dataset: expected one of {sorted(BUILDERS)}, got {name!r}')
   return BUILDERS[name]
 
 
-def prepare(domain_cfg: Mapping[str, Any], data_dir) -> OfficialLayoutBuilder:
-  """Prepares (once) the TFDS array_record copy of `domain_cfg.root` under `data_dir`.
+def prepare(data: Stream | EvalSet, data_dir) -> OfficialLayoutBuilder:
+  """Prepares (once) the TFDS array_record copy of `data.root` under `data_dir`.
 
   Idempotent and fast when already prepared: only the dataset_info is read. Data prepared from a
   different root is an error rather than silently reused. Not safe to call from several processes
   on one shared `data_dir` at once: prepare on one process first.
   """
-  cls = _builder_class(domain_cfg)
-  root = pathlib.Path(os.path.expanduser(str(domain_cfg['root']))).resolve()
+  cls = _builder_class(data)
+  root = pathlib.Path(os.path.expanduser(str(data.root))).resolve()
   builder = cls(data_dir=os.fspath(data_dir), file_format='array_record')
   if builder.is_prepared():
     recorded = builder.info.metadata.get('root')
@@ -60,12 +115,12 @@ def prepare(domain_cfg: Mapping[str, Any], data_dir) -> OfficialLayoutBuilder:
   return builder
 
 
-def _data_source(cfg: Mapping[str, Any], data_dir):
+def _data_source(data: Stream | EvalSet, data_dir):
   """The prepared split as a random-access sequence of raw records (encoded bytes, texts)."""
-  builder = prepare(cfg, data_dir)
-  split = cfg['split']
+  builder = prepare(data, data_dir)
+  split = data.split
   if split.split('[')[0] not in builder.info.splits:  # 'train[:100]' slices are allowed
-    raise ValueError(f'{builder.name}: split {split!r} not found under {cfg["root"]} (found '
+    raise ValueError(f'{builder.name}: split {split!r} not found under {data.root} (found '
                      f'{sorted(builder.info.splits)}); expected {type(builder).LAYOUT}')
   mismatches = builder.info.metadata.get('size_mismatches', 0)
   if mismatches:
@@ -75,23 +130,22 @@ def _data_source(cfg: Mapping[str, Any], data_dir):
   return builder.as_data_source(split, decoders={'image': skip, 'label': skip}), type(builder)
 
 
-def num_examples(domain_cfg: Mapping[str, Any], *, data_dir) -> int:
-  """Number of examples in `domain_cfg.split` (prepares the dataset if needed)."""
-  return len(_data_source(domain_cfg, data_dir)[0])
+def num_examples(data: Stream | EvalSet, *, data_dir) -> int:
+  """Number of examples in `data.split` (prepares the dataset if needed)."""
+  return len(_data_source(data, data_dir)[0])
 
 
 def _read_options() -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=NUM_THREADS, prefetch_buffer_size=PREFETCH_IMAGES)
 
 
-def make_train_dataset(domain_cfg: Mapping[str, Any], *, global_batch_size: int, seed: int,
-                       data_dir, shard_index: int | None = None,
+def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, data_dir,
+                       shard_index: int | None = None,
                        shard_count: int | None = None) -> grain.IterDataset:
   """Infinite, shuffled training stream of this host's batches.
 
   Args:
-    domain_cfg: `dataset`, `root`, `split`, `size` ((H, W) or None), `normalization`, `augment`
-      (`random_scale` (lo, hi) | None, `crop` (H, W) | None, `flip` bool; may be absent).
+    stream: what to read and how to preprocess it.
     global_batch_size: batch over all hosts; each host yields global_batch_size // shard_count.
     seed: fixes the shuffle order and every random augmentation.
     data_dir: where the TFDS copy is prepared (see `prepare`).
@@ -105,19 +159,19 @@ def make_train_dataset(domain_cfg: Mapping[str, Any], *, global_batch_size: int,
   if global_batch_size % shard_count:
     raise ValueError(f'global_batch_size {global_batch_size} is not divisible by the '
                      f'{shard_count} hosts')
-  source, cls = _data_source(domain_cfg, data_dir)
-  augment = domain_cfg.get('augment') or {}
+  source, cls = _data_source(stream, data_dir)
+  augment = stream.augment
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   ds = ds[shard_index::shard_count]
   ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH))
-  if domain_cfg.get('size'):
-    ds = ds.map(transforms.Resize(tuple(domain_cfg['size'])))
-  if augment.get('random_scale'):
-    ds = ds.random_map(transforms.RandomScale(tuple(augment['random_scale'])))
-  ds = ds.map(transforms.ToArrays(domain_cfg.get('normalization', 'caffe'), cls.LABEL_SPACE))
-  if augment.get('crop') or augment.get('flip'):
-    crop = tuple(augment['crop']) if augment.get('crop') else None
-    ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.get('flip'))))
+  if stream.size:
+    ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size)))
+  if augment.random_scale:
+    ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale)))
+  ds = ds.map(transforms.ToArrays(stream.normalization, cls.LABEL_SPACE))
+  if augment.crop or augment.flip:
+    crop = tuple(augment.crop) if augment.crop else None
+    ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.flip)))
   ds = ds.to_iter_dataset(_read_options())
   return ds.batch(global_batch_size // shard_count, drop_remainder=True)
 
@@ -136,34 +190,35 @@ def prefetch_to_device(ds: grain.IterDataset, put: Callable[[Any], Any],
   return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer_size)
 
 
-def make_eval_dataset(eval_cfg: Mapping[str, Any], *, data_dir, shard_index: int | None = None,
+def make_eval_dataset(eval_set: EvalSet, *, batch_size: int, data_dir,
+                      shard_index: int | None = None,
                       shard_count: int | None = None) -> grain.IterDataset:
-  """Ordered, single pass over `eval_cfg.split`, labels at full resolution.
+  """Ordered, single pass over `eval_set.split` (the first `num_images` images when set).
 
   Args:
-    eval_cfg: as a domain config, plus `input_size` ((H, W) the image is resized to for the
-      network; falls back to `size`; None keeps it), `batch_size` (default 1) and `num_images`
-      (-1 = all, else the first n in file order). No augmentation.
+    eval_set: what to read; images are resized to `input_size`, labels to `label_size` (or
+      kept at full resolution). No augmentation.
+    batch_size: images per host batch.
     data_dir: where the TFDS copy is prepared.
     shard_index, shard_count: this host's interleaved slice of the (truncated) split; default
       `jax.process_index()/process_count()`.
 
   Returns:
-    An IterDataset of {'image': float32 [B, h, w, 3], 'label': int32 [B, H, W] (full resolution),
-    'name': str [B] (input file stems)}; the last batch may be smaller.
+    An IterDataset of {'image': float32 [B, h, w, 3], 'label': int32 [B, H, W], 'name': str [B]
+    (input file stems)}; the last batch may be smaller.
   """
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
-  source, cls = _data_source(eval_cfg, data_dir)
+  source, cls = _data_source(eval_set, data_dir)
   ds = grain.MapDataset.source(source)
-  if eval_cfg.get('num_images', -1) >= 0:
-    ds = ds[:eval_cfg['num_images']]
+  if eval_set.num_images >= 0:
+    ds = ds[:eval_set.num_images]
   ds = ds[shard_index::shard_count]
   ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH))
-  input_size = eval_cfg.get('input_size') or eval_cfg.get('size')
-  if input_size:
-    ds = ds.map(transforms.Resize(tuple(input_size), resize_label=False))
-  ds = ds.map(transforms.ToArrays(eval_cfg.get('normalization', 'caffe'), cls.LABEL_SPACE,
-                                  keep_name=True))
+  if eval_set.input_size or eval_set.label_size:
+    ds = ds.map(transforms.Resize(
+        tuple(eval_set.input_size) if eval_set.input_size else None,
+        tuple(eval_set.label_size) if eval_set.label_size else None))
+  ds = ds.map(transforms.ToArrays(eval_set.normalization, cls.LABEL_SPACE, keep_name=True))
   ds = ds.to_iter_dataset(_read_options())
-  return ds.batch(eval_cfg.get('batch_size', 1), drop_remainder=False)
+  return ds.batch(batch_size, drop_remainder=False)

@@ -89,16 +89,25 @@ class Decode(grain.transforms.Map):
 
 @dataclasses.dataclass(frozen=True)
 class Resize(grain.transforms.Map):
-  """Resizes the image (BICUBIC) and, if `resize_label`, the label (NEAREST) to `size` = (H, W)."""
-  size: tuple[int, int]
-  resize_label: bool = True
+  """Resizes the image (BICUBIC) to `image_size` and the label (NEAREST) to `label_size`.
+
+  Sizes are (H, W); None leaves that element at its size.
+  """
+  image_size: tuple[int, int] | None
+  label_size: tuple[int, int] | None
 
   def map(self, element: dict) -> dict:
-    wh = (int(self.size[1]), int(self.size[0]))  # PIL takes (width, height)
-    out = dict(element, image=element['image'].resize(wh, Image.BICUBIC))
-    if self.resize_label:
-      out['label'] = element['label'].resize(wh, Image.NEAREST)
+    out = dict(element)
+    if self.image_size is not None:
+      out['image'] = element['image'].resize(_wh(self.image_size), Image.BICUBIC)
+    if self.label_size is not None:
+      out['label'] = element['label'].resize(_wh(self.label_size), Image.NEAREST)
     return out
+
+
+def _wh(size: tuple[int, int]) -> tuple[int, int]:
+  """(H, W) -> PIL's (width, height)."""
+  return int(size[1]), int(size[0])
 
 
 @dataclasses.dataclass(frozen=True)

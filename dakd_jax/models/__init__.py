@@ -1,4 +1,5 @@
-"""Model registry: `create_model(name, num_classes=19, **options)` and parameter counting."""
+"""Model registry: `create_model(name, num_classes=19, **options)`, the optimiser groups a model
+declares, and parameter counting."""
 
 import dataclasses
 from typing import Any, Mapping
@@ -20,8 +21,8 @@ _REGISTRY = {
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
-# Top-level parameter subtrees that are classifier heads (trained with the x10 learning rate).
-HEAD_MODULES = frozenset({'seg_main', 'seg_aux', 'main_head', 'aux_head'})
+# Labels of the segmentation optimiser's parameter groups (`parameter_groups`).
+BODY, HEAD, FROZEN = 'body', 'head', 'frozen'
 
 
 def model_options(name: str) -> tuple:
@@ -75,3 +76,36 @@ def count_params(variables_or_shapes: Mapping[str, Any]) -> int:
   if isinstance(tree, Mapping) and 'params' in tree:
     tree = tree['params']
   return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def head_modules(name: str) -> tuple[str, ...]:
+  """Top-level parameter subtrees of model `name` that are classifier heads (`HEAD_MODULES`)."""
+  model_options(name)  # Validates the name.
+  return tuple(getattr(_REGISTRY[name][0], 'HEAD_MODULES', ()))
+
+
+def _path_names(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
+def parameter_groups(model: nn.Module, params: Any) -> Any:
+  """Labels every leaf of `params` with its optimiser group: BODY, HEAD or FROZEN.
+
+  The model's own declarations decide: leaves under its class's `HEAD_MODULES` are HEAD
+  (AdaptSegNet-style x10 learning rate when the stage asks for it); with its
+  `freeze_bn_affine` option the scale/bias of every normalisation layer (a module owning a
+  `scale` param) are FROZEN (no update, no weight decay, as torch's requires_grad=False).
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  norm_modules = {names[:-1] for names in (_path_names(p) for p, _ in leaves)
+                  if names[-1] == 'scale'}
+  heads = set(getattr(model, 'HEAD_MODULES', ()))
+  frozen_affine = bool(getattr(model, 'freeze_bn_affine', False))
+
+  def label(path, _):
+    names = _path_names(path)
+    if frozen_affine and names[:-1] in norm_modules and names[-1] in ('scale', 'bias'):
+      return FROZEN
+    return HEAD if names[0] in heads else BODY
+
+  return jax.tree_util.tree_map_with_path(label, params)

@@ -6,8 +6,9 @@ every stage. ASPP-v2 heads sum 3x3 convs of dilation {6, 12, 18, 24}: `aux_head`
 `main_head` reads layer4.
 """
 
+import functools
 import math
-from typing import Any, Dict
+from typing import Any, Callable, ClassVar, Dict
 
 import flax.linen as nn
 import jax
@@ -43,12 +44,11 @@ class Bottleneck(nn.Module):
   dilation: int = 1
   project: bool = False
   dtype: Any = jnp.float32
-  freeze_bn_affine: bool = True
+  norm: Callable[..., nn.Module] = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda name: layers.BatchNorm(
-        freeze_affine=self.freeze_bn_affine, dtype=self.dtype, name=name)
+    bn = lambda name: self.norm(name=name)
     conv = lambda f, k, name, **kw: layers.conv2d(f, k, kernel_init=_INIT, dtype=self.dtype,
                                                   name=name, **kw)
     y = nn.relu(bn('bn1')(conv(self.planes, 1, 'conv1', stride=self.stride)(x), train))
@@ -71,7 +71,7 @@ class ResNetStage(nn.Module):
   stride: int = 1
   dilation: int = 1
   dtype: Any = jnp.float32
-  freeze_bn_affine: bool = True
+  norm: Callable[..., nn.Module] = layers.BatchNorm
   remat: bool = False
 
   @nn.compact
@@ -79,8 +79,7 @@ class ResNetStage(nn.Module):
     block = layers.maybe_remat(Bottleneck, self.remat)
     for j in range(self.num_blocks):
       x = block(self.planes, stride=self.stride if j == 0 else 1, dilation=self.dilation,
-                     project=j == 0, dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine,
-                     name=f'block{j}')(x, train)
+                project=j == 0, dtype=self.dtype, norm=self.norm, name=f'block{j}')(x, train)
     return x
 
 
@@ -113,14 +112,20 @@ class DeepLabV2Multi(nn.Module):
     num_classes: output channels of both heads.
     aspp_branches: 4 (ADVENT, the paper) or 2 (AdaptSegNet's effective behaviour).
     dtype: compute dtype (parameters and BN statistics stay float32).
-    freeze_bn_affine: stop gradients to BN scale/bias (default True, as in AdaptSegNet).
+    freeze_bn_affine: BN scale/bias frozen: no gradient, and the optimiser leaves them out
+      (default True, as in AdaptSegNet/ADVENT).
+    bn_groups: BatchNorm statistics groups in training (per-device statistics; see
+      `layers.BatchNorm`); a run-time choice that changes no variable.
     return_features: also return layer3 ('aux_features') and layer4 ('main_features') maps.
     remat: recompute every bottleneck in the backward pass instead of storing its activations.
   """
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ('main_head', 'aux_head')
+
   num_classes: int = 19
   aspp_branches: int = 4
   dtype: Any = jnp.float32
   freeze_bn_affine: bool = True
+  bn_groups: int = 1
   return_features: bool = False
   remat: bool = False
 
@@ -133,16 +138,16 @@ class DeepLabV2Multi(nn.Module):
     """
     if self.aspp_branches not in (2, 4):
       raise ValueError(f'DeepLabV2Multi: aspp_branches must be 2 or 4, got {self.aspp_branches}')
+    norm = functools.partial(layers.BatchNorm, freeze_affine=self.freeze_bn_affine,
+                             groups=self.bn_groups, dtype=self.dtype)
     x = layers.conv2d(64, 7, stride=2, padding=3, kernel_init=_INIT, dtype=self.dtype,
                       name='conv1')(images)
-    x = layers.BatchNorm(freeze_affine=self.freeze_bn_affine, dtype=self.dtype,
-                         name='bn1')(x, train)
+    x = norm(name='bn1')(x, train)
     x = max_pool_ceil(nn.relu(x))
     features = []
     for i, (planes, blocks, stride, dilation) in enumerate(STAGES):
       x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=self.dtype,
-                      freeze_bn_affine=self.freeze_bn_affine, remat=self.remat,
-                      name=f'layer{i + 1}')(x, train)
+                      norm=norm, remat=self.remat, name=f'layer{i + 1}')(x, train)
       features.append(x)
     head = lambda name: ASPPHead(self.num_classes, self.aspp_branches, self.dtype, name=name)
     out = {'aux': head('aux_head')(features[2]), 'main': head('main_head')(features[3])}

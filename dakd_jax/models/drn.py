@@ -8,7 +8,7 @@ Output stride 8; heads are 1x1 convs: `seg_main` on layer8, `seg_aux` on the tap
 """
 
 import functools
-from typing import Any, Dict, Optional
+from typing import Any, Callable, ClassVar, Dict, Optional
 
 import flax.linen as nn
 import jax
@@ -34,7 +34,7 @@ class ConvStack(nn.Module):
   stride: int = 1
   dilation: int = 1
   dtype: Optional[Any] = None
-  freeze_bn_affine: bool = False
+  norm: Callable[..., nn.Module] = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -43,9 +43,7 @@ class ConvStack(nn.Module):
           self.features, self.kernel_size, stride=self.stride if i == 0 else 1,
           dilation=self.dilation, kernel_init=layers.drn_init(self.kernel_size, self.features),
           dtype=self.dtype, name=f'conv{i}')(x)
-      x = layers.BatchNorm(freeze_affine=self.freeze_bn_affine, dtype=self.dtype,
-                           name=f'bn{i}')(x, train)
-      x = nn.relu(x)
+      x = nn.relu(self.norm(name=f'bn{i}')(x, train))
     return x
 
 
@@ -56,12 +54,11 @@ class BasicBlock(nn.Module):
   dilation: int = 1
   project: bool = False
   dtype: Optional[Any] = None
-  freeze_bn_affine: bool = False
+  norm: Callable[..., nn.Module] = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda name: layers.BatchNorm(
-        freeze_affine=self.freeze_bn_affine, dtype=self.dtype, name=name)
+    bn = lambda name: self.norm(name=name)
     init = layers.drn_init(3, self.features)
     residual = x
     y = layers.conv2d(self.features, 3, stride=self.stride, dilation=self.dilation,
@@ -89,7 +86,7 @@ class ResidualStack(nn.Module):
   stride: int = 1
   dilation: int = 1
   dtype: Optional[Any] = None
-  freeze_bn_affine: bool = False
+  norm: Callable[..., nn.Module] = layers.BatchNorm
   remat: bool = False
 
   @nn.compact
@@ -100,7 +97,7 @@ class ResidualStack(nn.Module):
       x = block(
           self.features, stride=self.stride if first else 1, dilation=self.dilation,
           project=first and (self.stride != 1 or x.shape[-1] != self.features),
-          dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine, name=f'block{j}')(x, train)
+          dtype=self.dtype, norm=self.norm, name=f'block{j}')(x, train)
     return x
 
 
@@ -124,17 +121,22 @@ class DRNSeg(nn.Module):
     width: multiplier of every channel count (1.0 = official; at least 1 channel per layer).
     aux_tap: 'layer6' | 'layer7', the layer the auxiliary head reads.
     dtype: compute dtype (parameters and BN statistics stay float32).
-    freeze_bn_affine: stop gradients to BN scale/bias.
+    freeze_bn_affine: BN scale/bias frozen: no gradient, and the optimiser leaves them out.
+    bn_groups: BatchNorm statistics groups in training (per-device statistics; see
+      `layers.BatchNorm`); a run-time choice that changes no variable.
     return_features: also return the tap ('aux_features') and layer8 ('main_features') maps.
     remat: recompute every residual block and conv stack in the backward pass instead of
       storing its activations (same variables and results, less memory).
   """
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ('seg_main', 'seg_aux')
+
   arch: str = 'drn_d_22'
   num_classes: int = 19
   width: float = 1.0
   aux_tap: str = 'layer6'
   dtype: Any = jnp.float32
   freeze_bn_affine: bool = False
+  bn_groups: int = 1
   return_features: bool = False
   remat: bool = False
 
@@ -149,7 +151,9 @@ class DRNSeg(nn.Module):
       raise ValueError(f'DRNSeg: unknown arch {self.arch!r}; valid: {sorted(BLOCKS)}')
     if self.aux_tap not in AUX_TAPS:
       raise ValueError(f'DRNSeg: unknown aux_tap {self.aux_tap!r}; valid: {list(AUX_TAPS)}')
-    common = dict(dtype=self.dtype, freeze_bn_affine=self.freeze_bn_affine)
+    common = dict(dtype=self.dtype, norm=functools.partial(
+        layers.BatchNorm, freeze_affine=self.freeze_bn_affine, groups=self.bn_groups,
+        dtype=self.dtype))
     blocks = BLOCKS[self.arch]
     conv_stack = layers.maybe_remat(ConvStack, self.remat)
     x = conv_stack(_scaled(CHANNELS[0], self.width), 1, kernel_size=7, name='layer0',

@@ -75,17 +75,23 @@ class BatchNorm(nn.Module):
   momentum * batch` (torch's momentum convention). Statistics are computed in float32 whatever
   the compute dtype. Under `jax.jit` with the batch sharded over a mesh, the mean over axis 0 is a
   global reduction, so the statistics cover the global batch (synchronised BN) with no extra code.
+  With `groups > 1` the batch is split into `groups` consecutive sub-batches, each normalised with
+  its own statistics: with `groups` = the mesh size these are per-device statistics, as one
+  PyTorch process per GPU computes them; the running statistics then move towards the mean over
+  groups of the group mean and of the unbiased group variance.
 
   Attributes:
     momentum: torch-style momentum of the running statistics.
     epsilon: added to the variance.
     freeze_affine: stop gradients to `scale`/`bias` (AdaptSegNet keeps BN in train mode with frozen
-      affine parameters; the optimiser masks them too).
+      affine parameters; the optimiser leaves them out too).
+    groups: sub-batches with their own statistics in training mode (must divide N).
     dtype: output dtype (None: the input's).
   """
   momentum: float = 0.1
   epsilon: float = 1e-5
   freeze_affine: bool = False
+  groups: int = 1
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -99,17 +105,27 @@ class BatchNorm(nn.Module):
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
     x32 = x.astype(jnp.float32)
     if train:
-      mean = jnp.mean(x32, axis=(0, 1, 2))
+      if x.shape[0] % self.groups:
+        raise ValueError(f'BatchNorm: batch of {x.shape[0]} is not divisible into '
+                         f'{self.groups} statistics groups')
+      # [groups, N / groups, H, W, C]; without groups the plain batch axes (same reduction).
+      grouped = x32.reshape(self.groups, -1, *x.shape[1:]) if self.groups > 1 else x32
+      axes = (1, 2, 3) if self.groups > 1 else (0, 1, 2)
+      mean = jnp.mean(grouped, axis=axes, keepdims=self.groups > 1)
       # Two-pass variance: more accurate than E[x^2] - E[x]^2 on large activations.
-      var = jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=self.groups > 1)
       if not self.is_initializing():
-        count = x.shape[0] * x.shape[1] * x.shape[2]
-        unbiased = var * (count / max(count - 1, 1))
-        ra_mean.value = (1.0 - self.momentum) * ra_mean.value + self.momentum * mean
-        ra_var.value = (1.0 - self.momentum) * ra_var.value + self.momentum * unbiased
+        count = x.size // x.shape[-1] // self.groups
+        batch_mean, batch_var = mean, var * (count / max(count - 1, 1))  # unbiased variance
+        if self.groups > 1:  # The running statistics follow the groups' average.
+          batch_mean, batch_var = (jnp.mean(v, axis=(0, 1, 2, 3))
+                                   for v in (batch_mean, batch_var))
+        ra_mean.value = (1.0 - self.momentum) * ra_mean.value + self.momentum * batch_mean
+        ra_var.value = (1.0 - self.momentum) * ra_var.value + self.momentum * batch_var
+      y = (grouped - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+      y = y.reshape(x.shape)
     else:
-      mean, var = ra_mean.value, ra_var.value
-    y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+      y = (x32 - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
     return y.astype(self.dtype or x.dtype)
 
 

@@ -6,7 +6,6 @@ tests; every function returns a 0-d tensor that back-propagates like the release
 """
 
 import math
-from typing import Optional
 import warnings
 
 import torch
@@ -33,8 +32,7 @@ class _ReplaceValue(torch.autograd.Function):
 
 def segmentation_cross_entropy(logits: torch.Tensor,
                                labels: torch.Tensor,
-                               ignore_label: int = IGNORE_LABEL,
-                               weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                               ignore_label: int = IGNORE_LABEL) -> torch.Tensor:
   """``CrossEntropy2d``: logits ``[N, C, H, W]``, labels ``[N, H, W]``; mean over valid pixels.
 
   Pixels labelled ``ignore_label`` or outside ``[0, C)`` are dropped before
@@ -45,7 +43,7 @@ def segmentation_cross_entropy(logits: torch.Tensor,
   if not bool(valid.any()):
     return logits.sum() * 0.0
   predict = logits.permute(0, 2, 3, 1)[valid]
-  return F.cross_entropy(predict, labels[valid].long(), weight=weights)
+  return F.cross_entropy(predict, labels[valid].long())
 
 
 def adversarial_loss(d_logits: torch.Tensor, target: float, gan: str = 'bce') -> torch.Tensor:
@@ -60,12 +58,11 @@ def adversarial_loss(d_logits: torch.Tensor, target: float, gan: str = 'bce') ->
 
 def kl_distillation(student_logits: torch.Tensor,
                     teacher_logits: torch.Tensor,
-                    mode: str = 'paper',
-                    mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    mode: str = 'paper') -> torch.Tensor:
   """KL distillation on ``[N, C, H, W]`` logits; modes as in ``dakd_jax.losses.kl_distillation``.
 
   * ``'paper'``: ``F.kl_div(log_s, log_t, log_target=True)`` summed over classes, mean over
-    (mask-selected ``[N, H, W]``) pixels.
+    pixels.
   * ``'legacy_zero'``: torch <= 1.10's ``kl_div`` formula, ``target * (log target - input)`` where
     ``target > 0`` else 0, mean over all elements, applied to the released code's log-prob target.
   * ``'modern_surrogate'``: the released ``nn.KLDivLoss()(log_s, log_t)`` supplies the gradient;
@@ -73,16 +70,9 @@ def kl_distillation(student_logits: torch.Tensor,
   """
   log_s = F.log_softmax(student_logits, dim=1)
   log_t = F.log_softmax(teacher_logits.detach(), dim=1)
-  if mask is not None and mode != 'paper':
-    raise ValueError(f"kl_distillation: mask is only supported with mode='paper', got {mode!r}.")
   if mode == 'paper':
-    if mask is None:
-      num_pixels = log_s.numel() // log_s.shape[1]
-      return F.kl_div(log_s, log_t, reduction='sum', log_target=True) / num_pixels
-    pixel_kl = F.kl_div(log_s, log_t, reduction='none', log_target=True).sum(dim=1)
-    m = mask.to(pixel_kl.dtype)
-    count = m.sum()
-    return (m * pixel_kl).sum() / count if count > 0 else pixel_kl.sum() * 0.0
+    num_pixels = log_s.numel() // log_s.shape[1]
+    return F.kl_div(log_s, log_t, reduction='sum', log_target=True) / num_pixels
   if mode == 'legacy_zero':
     target = log_t
     elementwise = torch.where(target > 0, target * (torch.log(target) - log_s),
@@ -122,11 +112,3 @@ def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
   n, c, h, w = probs.shape
   return -torch.sum(probs * torch.log2(probs + _ENTROPY_EPS)) / (n * h * w * math.log2(c))
 
-
-def pixelwise_distillation(student_logits: torch.Tensor,
-                           teacher_logits: torch.Tensor) -> torch.Tensor:
-  """SKD ``CriterionPixelWise``: ``-sum p_T log p_S / (H * W)`` on ``[N, C, H, W]``."""
-  _, c, h, w = student_logits.shape
-  p_t = F.softmax(teacher_logits.detach().permute(0, 2, 3, 1).reshape(-1, c), dim=1)
-  log_s = F.log_softmax(student_logits.permute(0, 2, 3, 1).reshape(-1, c), dim=1)
-  return torch.sum(-p_t * log_s) / w / h

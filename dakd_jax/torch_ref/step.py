@@ -9,9 +9,10 @@ One `TorchTrainer.step(batch)` is one official iteration (method.md §1.2, §4.3
   4. discriminator backward on detached predictions of both domains;
   5. poly learning rates set for iteration `i`, then the G, D-aux and D-main optimisers step, so
      both gradients come from the pre-update weights.
-Loss terms, their names and weights are those of the JAX step: the same `LossWeights` drives both,
-with the PyTorch losses of `torch_ref.losses` (paper KL by default, the released code's KL as an
-option through `kl_mode`). Tensors are NCHW; `prepare_batch` converts the JAX step's NHWC NumPy
+Loss terms, their names and weights are those of the JAX step: the same method object
+(`dakd_jax.methods`: source-only, AdaptSegNet, ADVENT, MinEnt, or DAKD over one of them) drives
+both, with the PyTorch losses of `torch_ref.losses` (paper KL by default, the released code's KL
+as an option through `kl_mode`). Tensors are NCHW; `prepare_batch` converts the JAX step's NHWC NumPy
 batches.
 
 `TorchForm` selects the execution form used by speed comparisons: fp32 eager (as the official
@@ -26,7 +27,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from dakd_jax.steps import LossWeights
+from dakd_jax import methods
+from dakd_jax.methods.adaptsegnet import AdaptSegNet
+from dakd_jax.methods.advent import Advent
+from dakd_jax.methods.dakd import DAKD
+from dakd_jax.methods.minent import MinEnt
 from dakd_jax.torch_ref import losses
 from dakd_jax.torch_ref import models
 
@@ -87,70 +92,67 @@ def _upsampled(outputs: Dict[str, torch.Tensor], size) -> Dict[str, torch.Tensor
               if k in ('aux', 'main') else v.float()) for k, v in outputs.items()}
 
 
-def _disc_input(logits: torch.Tensor, kind: str) -> torch.Tensor:
-  probs = F.softmax(logits, dim=1)
-  return losses.self_information(probs) if kind == 'self_information' else probs
-
-
 def distillation_terms(student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor],
-                       weights: LossWeights, scale: float) -> Dict[str, torch.Tensor]:
+                       method: DAKD, scale: float) -> Dict[str, torch.Tensor]:
   """Weighted KL, MSE and pseudo-label CE of one domain (the JAX step's terms and names)."""
   terms = {}
-  if weights.kl:
-    terms['kl_main'] = scale * weights.kl * losses.kl_distillation(
-        student['main'], teacher['main'], mode=weights.kl_mode)
-    terms['kl_aux'] = scale * weights.kl * weights.kl_aux_factor * losses.kl_distillation(
-        student['aux'], teacher['aux'], mode=weights.kl_mode)
-  if weights.mse:
-    if weights.mse_on == 'features':
+  if method.lambda_kl:
+    terms['kl_main'] = scale * method.lambda_kl * losses.kl_distillation(
+        student['main'], teacher['main'], mode=method.kl_mode)
+    terms['kl_aux'] = scale * method.lambda_kl * method.kl_aux_factor * losses.kl_distillation(
+        student['aux'], teacher['aux'], mode=method.kl_mode)
+  if method.lambda_mse:
+    if method.mse_on == 'features':
       s_feat, t_feat = student['aux_features'], teacher['aux_features']
       if s_feat.shape[2:] != t_feat.shape[2:]:
         t_feat = F.interpolate(t_feat, size=s_feat.shape[2:], mode='bilinear',
                                align_corners=True)
-      terms['mse'] = scale * weights.mse * losses.mse_distillation(s_feat, t_feat)
+      terms['mse'] = scale * method.lambda_mse * losses.mse_distillation(s_feat, t_feat)
     else:
-      terms['mse'] = scale * weights.mse * losses.mse_distillation(
+      terms['mse'] = scale * method.lambda_mse * losses.mse_distillation(
           F.log_softmax(student['aux'], dim=1), F.log_softmax(teacher['aux'], dim=1))
-  if weights.ce:
-    terms['pseudo_ce'] = scale * weights.ce * losses.pseudo_label_cross_entropy(
-        student['main'], teacher['main'], threshold=weights.pseudo_label_threshold)
+  if method.lambda_ce:
+    terms['pseudo_ce'] = scale * method.lambda_ce * losses.pseudo_label_cross_entropy(
+        student['main'], teacher['main'], threshold=method.pseudo_label_threshold)
   return terms
 
 
 class TorchTrainer:
-  """Student, two FCDiscriminators, their optimisers and an optional frozen teacher.
+  """A segmentation network, its discriminators and their optimisers, an optional teacher.
 
   Args:
     student: segmentation network returning (aux, main) stride-8 logits (`torch_ref.models`).
-    disc_aux, disc_main: FCDiscriminators on the auxiliary and main outputs.
-    weights: the stage's `LossWeights` (shared with the JAX step).
-    optim_cfg: `config.optim` (lr, momentum, weight_decay, power, head_lr_mult,
-      freeze_bn_affine, d_lr).
-    num_steps: horizon of the poly schedules.
+    discriminators: `{'disc_aux', 'disc_main'}` FCDiscriminators when the method adapts
+      adversarially, else `{}`.
+    method: the stage's method (`dakd_jax.methods`), shared with the JAX step.
+    optim: the stage's `optim.OptimSpec`.
+    schedule_steps: horizon of the poly schedules.
+    freeze_bn_affine: the network's option: BN scale/bias out of the optimiser.
     teacher: frozen segmentation network (distillation) or None.
     form: execution form (`TorchForm`).
     device: torch device of everything.
   """
 
-  def __init__(self, student: nn.Module, disc_aux: nn.Module, disc_main: nn.Module,
-               weights: LossWeights, optim_cfg: Any, num_steps: int,
-               teacher: Optional[nn.Module] = None, form: TorchForm = TorchForm(),
-               device: str = 'cpu'):
-    if weights.distills and teacher is None:
-      raise ValueError('TorchTrainer: distillation weights given but no teacher network')
-    self.weights, self.optim_cfg, self.num_steps = weights, optim_cfg, num_steps
+  def __init__(self, student: nn.Module, discriminators: Dict[str, nn.Module],
+               method: methods.Method, optim: Any, schedule_steps: int,
+               freeze_bn_affine: bool = False, teacher: Optional[nn.Module] = None,
+               form: TorchForm = TorchForm(), device: str = 'cpu'):
+    self.distill = method if isinstance(method, DAKD) else None
+    self.adaptation = method.adaptation if self.distill else method
+    if self.distill and teacher is None:
+      raise ValueError('TorchTrainer: a distillation method needs a teacher network')
+    self.method, self.optim, self.schedule_steps = method, optim, schedule_steps
     self.form, self.device = form, torch.device(device)
     self.iteration = 0
     memory = torch.channels_last if form.channels_last else torch.contiguous_format
     self.student = student.to(self.device, memory_format=memory).train()
-    self.discs = {'aux': disc_aux.to(self.device, memory_format=memory),
-                  'main': disc_main.to(self.device, memory_format=memory)}
+    self.discs = {k: d.to(self.device, memory_format=memory) for k, d in discriminators.items()}
     self.teacher = None
     if teacher is not None:
       self.teacher = teacher.to(self.device, memory_format=memory)
-      self.teacher.train(weights.teacher_bn_train)
+      self.teacher.train(self.distill.teacher_bn == 'train')
       self.teacher.requires_grad_(False)
-    if optim_cfg.freeze_bn_affine:  # Excluded from the optimiser, as AdaptSegNet does.
+    if freeze_bn_affine:  # Excluded from the optimiser, as AdaptSegNet does.
       for m in self.student.modules():
         if isinstance(m, nn.BatchNorm2d):
           m.requires_grad_(False)
@@ -165,10 +167,10 @@ class TorchTrainer:
         (head if name.split('.')[0] in TORCH_HEAD_MODULES else body).append(p)
     groups = [{'params': body, 'lr_mult': 1.0}]
     if head:
-      groups.append({'params': head, 'lr_mult': optim_cfg.head_lr_mult})
-    self.student_opt = torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                                       weight_decay=optim_cfg.weight_decay)
-    self.disc_opts = {k: torch.optim.Adam(d.parameters(), lr=optim_cfg.d_lr, betas=(0.9, 0.99),
+      groups.append({'params': head, 'lr_mult': optim.head_lr_mult})
+    self.student_opt = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum,
+                                       weight_decay=optim.weight_decay)
+    self.disc_opts = {k: torch.optim.Adam(d.parameters(), lr=optim.d_lr, betas=(0.9, 0.99),
                                           eps=1e-8) for k, d in self.discs.items()}
     self.scaler = (torch.amp.GradScaler(self.device.type) if form.amp == 'float16' else None)
 
@@ -185,66 +187,69 @@ class TorchTrainer:
     memory = torch.channels_last if self.form.channels_last else torch.contiguous_format
     image = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).to(
         self.device, torch.float32).contiguous(memory_format=memory)
-    return {'source_image': image(batch['source_image']),
-            'source_label': torch.from_numpy(batch['source_label']).to(self.device, torch.int64),
-            'target_image': image(batch['target_image'])}
+    out = {'source_image': image(batch['source_image']),
+           'source_label': torch.from_numpy(batch['source_label']).to(self.device, torch.int64)}
+    if 'target_image' in batch:
+      out['target_image'] = image(batch['target_image'])
+    return out
 
   def _teacher_outputs(self, images):
     with torch.no_grad(), self._autocast():
-      features = self.weights.mse_on == 'features'
-      outputs = _outputs(self.teacher, self._teacher_fwd, images, features)
+      outputs = _outputs(self.teacher, self._teacher_fwd, images, self.method.needs_features)
     return _upsampled(outputs, images.shape[2:])
 
   def _student_outputs(self, images):
-    features = self.weights.mse_on == 'features' and self.weights.distills
     with self._autocast():
-      outputs = _outputs(self.student, self._student_fwd, images, features)
+      outputs = _outputs(self.student, self._student_fwd, images, self.method.needs_features)
     return _upsampled(outputs, images.shape[2:])
 
   def _discriminate(self, level, probs):
     memory = torch.channels_last if self.form.channels_last else torch.contiguous_format
     with self._autocast():
-      return self._disc_fwd[level](probs.contiguous(memory_format=memory)).float()
+      return self._disc_fwd[f'disc_{level}'](probs.contiguous(memory_format=memory)).float()
+
+  def _disc_input(self, logits):
+    probs = F.softmax(logits, dim=1)
+    return losses.self_information(probs) if isinstance(self.adaptation, Advent) else probs
 
   def _generator_loss(self, batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict]:
-    w = self.weights
-    src_images, labels = batch['source_image'], batch['source_label']
-    tgt_images = batch['target_image']
-    teacher = {}
-    if w.distill_source:
-      teacher['source'] = self._teacher_outputs(src_images)
-    if w.distill_target:
-      teacher['target'] = self._teacher_outputs(tgt_images)
-
-    src = self._student_outputs(src_images)
+    a = self.adaptation
+    scales = self.distill.scales if self.distill else {}
+    teacher = {d: self._teacher_outputs(batch[f'{d}_image']) for d, s in scales.items() if s}
+    labels = batch['source_label']
+    src = self._student_outputs(batch['source_image'])
     terms = {'src/seg_main': losses.segmentation_cross_entropy(src['main'], labels),
-             'src/seg_aux': w.seg_aux * losses.segmentation_cross_entropy(src['aux'], labels)}
-    if w.distill_source:
+             'src/seg_aux': a.lambda_seg_aux * losses.segmentation_cross_entropy(src['aux'],
+                                                                                 labels)}
+    if scales.get('source'):
       terms.update({f'src/{k}': v for k, v in distillation_terms(
-          src, teacher['source'], w, w.distill_source).items()})
+          src, teacher['source'], self.distill, scales['source']).items()})
     predictions = {}
-    if w.adversarial or w.distill_target:
-      tgt = self._student_outputs(tgt_images)
-    if w.adversarial:
-      for level, lam in (('aux', w.adv_aux), ('main', w.adv_main)):
-        d_in_tgt = _disc_input(tgt[level], w.disc_input)
+    if self.method.uses_target:
+      tgt = self._student_outputs(batch['target_image'])
+    if isinstance(a, AdaptSegNet):
+      for level, lam in (('aux', a.lambda_adv_aux), ('main', a.lambda_adv_main)):
+        d_in_tgt = self._disc_input(tgt[level])
         # Fool the discriminator: target predictions labelled as source (0).
         terms[f'tgt/adv_{level}'] = lam * losses.adversarial_loss(
-            self._discriminate(level, d_in_tgt), 0.0, gan=w.gan)
-        predictions[level] = (_disc_input(src[level], w.disc_input).detach(), d_in_tgt.detach())
-    if w.distill_target:
+            self._discriminate(level, d_in_tgt), 0.0, gan=a.gan)
+        predictions[level] = (self._disc_input(src[level]).detach(), d_in_tgt.detach())
+    if isinstance(a, MinEnt):
+      terms['tgt/ent_aux'] = a.lambda_ent_aux * losses.entropy_loss(tgt['aux'])
+      terms['tgt/ent_main'] = a.lambda_ent_main * losses.entropy_loss(tgt['main'])
+    if scales.get('target'):
       terms.update({f'tgt/{k}': v for k, v in distillation_terms(
-          tgt, teacher['target'], w, w.distill_target).items()})
+          tgt, teacher['target'], self.distill, scales['target']).items()})
     return sum(terms.values()), terms, predictions
 
   def _set_learning_rates(self):
-    cfg, i = self.optim_cfg, self.iteration
-    lr = poly_lr(cfg.lr, i, self.num_steps, cfg.power)
+    o, i = self.optim, self.iteration
+    lr = poly_lr(o.lr, i, self.schedule_steps, o.power)
     for group in self.student_opt.param_groups:
       group['lr'] = lr * group['lr_mult']
     for opt in self.disc_opts.values():
       for group in opt.param_groups:
-        group['lr'] = poly_lr(cfg.d_lr, i, self.num_steps, cfg.power)
+        group['lr'] = poly_lr(o.d_lr, i, self.schedule_steps, o.power)
 
   def _backward(self, loss):
     (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -265,19 +270,15 @@ class TorchTrainer:
     for d in self.discs.values():
       d.requires_grad_(True)
     metrics = {'loss/total': total.detach(), **{f'loss/{k}': v.detach() for k, v in terms.items()}}
-    if self.weights.adversarial:
-      for level, (src_pred, tgt_pred) in predictions.items():
-        d_loss = 0.5 * (
-            losses.adversarial_loss(self._discriminate(level, src_pred), 0.0, gan=self.weights.gan)
-            + losses.adversarial_loss(self._discriminate(level, tgt_pred), 1.0,
-                                      gan=self.weights.gan))
-        self._backward(d_loss)
-        metrics[f'loss/disc_{level}'] = d_loss.detach()
+    for level, (src_pred, tgt_pred) in predictions.items():
+      gan = self.adaptation.gan
+      d_loss = 0.5 * (losses.adversarial_loss(self._discriminate(level, src_pred), 0.0, gan=gan)
+                      + losses.adversarial_loss(self._discriminate(level, tgt_pred), 1.0, gan=gan))
+      self._backward(d_loss)
+      metrics[f'loss/disc_{level}'] = d_loss.detach()
 
     self._set_learning_rates()
-    optimizers = [self.student_opt] + (list(self.disc_opts.values())
-                                       if self.weights.adversarial else [])
-    for opt in optimizers:
+    for opt in [self.student_opt] + list(self.disc_opts.values()):
       if self.scaler:
         self.scaler.step(opt)
       else:

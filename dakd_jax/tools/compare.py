@@ -1,13 +1,14 @@
 """JAX step vs the PyTorch reference step: numerical parity and speed, from the same weights.
 
-  python -m dakd_jax.compare --config configs/demo.py [--device cpu|gpu] [--steps 3] \
-      [--warmup 3] [--iters 10] [--torch_forms cl,compile,cl+compile] [--config.batch_size=8]
+  python -m dakd_jax.tools.compare --config configs/demo.py [--stage distill_c] [--device cpu|gpu] \
+      [--steps 3] [--warmup 3] [--iters 10] [--torch_forms cl,compile,cl+compile] \
+      [--config.stages.distill_c.batch_size=8]
 
 Both sides start from one set of weights: the PyTorch reference networks (`torch_ref.models`) are
 initialised (seeded; the teacher's BatchNorm running statistics calibrated on random batches so
 that its eval-mode forward is well scaled) and converted with the tested `convert.torch_to_flax`.
-Both then run the step of `config.mode` (`adapt`, or `distill` for `distill`/`pipeline`) on the
-same random batches of the configured shapes (Caffe-normalised uniform images, random labels with
+Both then run the step of one stage of the config (`--stage`, default DAKD's `distill_c`) on the
+same random batches of the stage's shapes (Caffe-normalised uniform images, random labels with
 about 10% ignored pixels; see `benchmark.random_batch`), so no dataset is needed.
 
 Printed: (1) parity: every loss term's relative difference at each of `--steps` steps, and after
@@ -31,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dakd_jax import benchmark
-from dakd_jax import convert
-from dakd_jax import steps as steps_lib
+from dakd_jax import experiment
+from dakd_jax import models as jax_models
+from dakd_jax import stages as stages_lib
+from dakd_jax.tools import benchmark
+from dakd_jax.tools import convert
 from dakd_jax.torch_ref import models
 from dakd_jax.torch_ref.step import TorchForm, TorchTrainer
 
@@ -48,6 +51,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Command-line flags, defined only when run as a script (the modules import each other)."""
   config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).')
+  flags.DEFINE_string('stage', 'distill_c', 'The stage of the config whose step is compared.')
   flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'], 'Where both sides run.')
   flags.DEFINE_integer('steps', 3, 'Parity steps from identical weights (0 = skip).')
   flags.DEFINE_integer('warmup', 3, 'Untimed steps before timing each side.')
@@ -88,7 +92,8 @@ def default_forms(compute_dtype: str, platform: str) -> List[TorchForm]:
 
 
 @torch.no_grad()
-def _calibrate_batchnorm(model: nn.Module, config, seed: int, num_batches: int = 2) -> None:
+def _calibrate_batchnorm(model: nn.Module, stage: stages_lib.StageSpec, num_classes: int,
+                         seed: int, num_batches: int = 2) -> None:
   """Sets BN running statistics to the cumulative averages over random batches (eval-ready)."""
   bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
   for m in bns:
@@ -96,46 +101,52 @@ def _calibrate_batchnorm(model: nn.Module, config, seed: int, num_batches: int =
     m.momentum = None  # Cumulative moving average.
   model.train()
   for i in range(num_batches):
-    batch = benchmark.random_batch(config, seed + 1000 + i)
+    batch = benchmark.random_batch(stage, num_classes, seed + 1000 + i)
     model(torch.from_numpy(batch['source_image']).permute(0, 3, 1, 2).contiguous())
   for m in bns:
     m.momentum = 0.1
   model.eval()
 
 
-def torch_networks(config, mode: str, seed: int = 0) -> Dict[str, Optional[nn.Module]]:
-  """Seeded PyTorch reference networks of a stage: student, disc_aux, disc_main, teacher."""
+def _reference(spec: Dict[str, Any]) -> nn.Module:
+  return models.create_reference(
+      spec['arch'], spec['num_classes'],
+      **{k: v for k, v in spec['options'].items() if k in _TORCH_OPTIONS})
+
+
+def torch_networks(stage: stages_lib.StageSpec, seed: int = 0) -> Dict[str, Any]:
+  """Seeded PyTorch reference networks of a stage: network, players, teacher (or None)."""
   torch.manual_seed(seed)
-  build = lambda net: models.create_reference(
-      config[net].arch, config.num_classes,
-      **{k: v for k, v in config[net].options.items() if k in _TORCH_OPTIONS})
-  nets = {'student': build(benchmark.trained_network(config, mode)),
-          'disc_aux': models.FCDiscriminator(config.num_classes, config.discriminator.ndf),
-          'disc_main': models.FCDiscriminator(config.num_classes, config.discriminator.ndf),
+  num_classes = stage.network['num_classes']
+  nets = {'network': _reference(stage.network),
+          'players': {name: models.FCDiscriminator(p.input_channels, dict(p.options)['ndf'])
+                      for name, p in stage.method.players(num_classes).items()},
           'teacher': None}
-  if mode == 'distill':
-    nets['teacher'] = build('teacher')
-    _calibrate_batchnorm(nets['teacher'], config, seed)
+  if 'teacher' in stage.frozen_networks:
+    nets['teacher'] = _reference(stage.frozen_networks['teacher'])
+    _calibrate_batchnorm(nets['teacher'], stage, num_classes, seed)
   return nets
 
 
-def flax_variables(nets: Dict[str, Optional[nn.Module]], config, mode: str) -> Dict[str, Any]:
-  """The same weights as Flax variables, through `convert.torch_to_flax`."""
-  def seg(module, net):
-    return convert.torch_to_flax(module.state_dict(), config[net].arch,
-                                 num_classes=config.num_classes, **config[net].options)
-  disc = lambda module: convert.torch_to_flax(
-      module.state_dict(), 'fc_discriminator', num_classes=config.num_classes,
-      ndf=config.discriminator.ndf)
-  return {'student': seg(nets['student'], benchmark.trained_network(config, mode)),
-          'disc_aux': disc(nets['disc_aux']), 'disc_main': disc(nets['disc_main']),
-          'teacher': seg(nets['teacher'], 'teacher') if nets['teacher'] is not None else None}
+def flax_variables(nets: Dict[str, Any], stage: stages_lib.StageSpec) -> Dict[str, Any]:
+  """The same weights as Flax variables (`train.random_variables` layout), via the converter."""
+  seg = lambda module, spec: convert.torch_to_flax(
+      module.state_dict(), spec['arch'], num_classes=spec['num_classes'], **spec['options'])
+  players = stage.method.players(stage.network['num_classes'])
+  return {'network': seg(nets['network'], stage.network),
+          'players': {name: seg(module, players[name].spec)
+                      for name, module in nets['players'].items()},
+          'frozen': ({'teacher': seg(nets['teacher'], stage.frozen_networks['teacher'])}
+                     if nets['teacher'] is not None else {})}
 
 
-def make_trainer(config, mode: str, nets, form: TorchForm, device: str) -> TorchTrainer:
-  return TorchTrainer(nets['student'], nets['disc_aux'], nets['disc_main'],
-                      steps_lib.loss_weights_from_config(config, mode), config.optim,
-                      config.train.num_steps, teacher=nets['teacher'], form=form, device=device)
+def make_trainer(stage: stages_lib.StageSpec, nets, form: TorchForm,
+                 device: str) -> TorchTrainer:
+  network = jax_models.create_model(stage.network['arch'], stage.network['num_classes'],
+                                    **stage.network['options'])
+  return TorchTrainer(nets['network'], nets['players'], stage.method, stage.optim,
+                      stage.schedule_steps, freeze_bn_affine=network.freeze_bn_affine,
+                      teacher=nets['teacher'], form=form, device=device)
 
 
 def _relative(a, b) -> float:
@@ -186,7 +197,7 @@ class ParityReport:
   Attributes:
     losses: per step, `{metric name: (jax value, torch value, relative difference)}`.
     variables: `{collection: (max relative difference, worst tensor)}` after the steps, for
-      'student/params', 'student/batch_stats', 'disc_aux/params', 'disc_main/params', and
+      'network/params', 'network/batch_stats', 'disc_aux/params', 'disc_main/params', and
       `{collection}/update`: the relative difference of the change the steps made to the whole
       collection (`(difference, 'all tensors')`).
   """
@@ -197,17 +208,18 @@ class ParityReport:
     return max(d for step in self.losses for _, _, d in step.values())
 
 
-def parity(config, mode: str, num_steps: int, seed: int = 0, device: str = 'cpu',
+def parity(config, stage_name: str, num_steps: int, seed: int = 0, device: str = 'cpu',
            jax_devices: Optional[Sequence[jax.Device]] = None) -> ParityReport:
   """Runs `num_steps` steps on both sides from identical weights and batches (fp32 eager torch)."""
-  nets = torch_networks(config, mode, seed)
-  initial = flax_variables(nets, config, mode)
-  stage = benchmark.build_stage(config, mode, initial, jax_devices)
-  trainer = make_trainer(config, mode, nets, TorchForm(), device)
-  state, steps = stage.state, []
+  stage = benchmark.stage_spec(config, stage_name)
+  nets = torch_networks(stage, seed)
+  initial = flax_variables(nets, stage)
+  built = benchmark.build_stage(stage, experiment.run_settings(config), initial, jax_devices)
+  trainer = make_trainer(stage, nets, TorchForm(), device)
+  state, steps = built.state, []
   for i in range(num_steps):
-    batch = benchmark.random_batch(config, seed + i)
-    state, jax_metrics = stage.step_fn(state, stage.global_batch(batch), stage.teacher_variables)
+    batch = benchmark.random_batch(stage, config.num_classes, seed + i)
+    state, jax_metrics = built.step_fn(state, built.global_batch(batch), built.frozen_variables)
     torch_metrics = trainer.step(trainer.prepare_batch(batch))
     jax_losses = {k: float(v) for k, v in jax_metrics.items() if k.startswith('loss/')}
     if set(jax_losses) != set(torch_metrics):
@@ -215,17 +227,19 @@ def parity(config, mode: str, num_steps: int, seed: int = 0, device: str = 'cpu'
                        f', torch only {sorted(set(torch_metrics) - set(jax_losses))}')
     steps.append({k: (v, float(torch_metrics[k]), _relative(v, float(torch_metrics[k])))
                   for k, v in sorted(jax_losses.items())})
-  final = flax_variables(nets, config, mode)
+  final = flax_variables(nets, stage)
   state = jax.device_get(state)
+  pairs = [('network', state.network, final['network'], initial['network'])]
+  pairs += [(name, state.players[name], final['players'][name], initial['players'][name])
+            for name in state.players]
   variables = {}
-  for name in ('student', 'disc_aux', 'disc_main'):
-    model_state = getattr(state, name)
-    collections = ('params', 'batch_stats') if name == 'student' else ('params',)
+  for name, model_state, torch_tree, start in pairs:
+    collections = ('params', 'batch_stats') if model_state.batch_stats else ('params',)
     for c in collections:
       jax_tree = getattr(model_state, c)
-      variables[f'{name}/{c}'] = _worst(jax_tree, final[name][c])
+      variables[f'{name}/{c}'] = _worst(jax_tree, torch_tree[c])
       variables[f'{name}/{c}/update'] = (
-          _update_difference(jax_tree, final[name][c], initial[name][c]), 'all tensors')
+          _update_difference(jax_tree, torch_tree[c], start[c]), 'all tensors')
   return ParityReport(losses=steps, variables=variables)
 
 
@@ -238,29 +252,31 @@ class Timing:
   error: Optional[str] = None
 
 
-def time_jax(config, mode: str, nets, warmup: int, iters: int,
+def time_jax(config, stage_name: str, nets, warmup: int, iters: int,
              jax_devices: Optional[Sequence[jax.Device]] = None, seed: int = 0) -> Timing:
-  stage = benchmark.build_stage(config, mode, flax_variables(nets, config, mode), jax_devices)
-  batch = stage.global_batch(benchmark.random_batch(config, seed))
-  state = stage.state
+  stage = benchmark.stage_spec(config, stage_name)
+  built = benchmark.build_stage(stage, experiment.run_settings(config),
+                                flax_variables(nets, stage), jax_devices)
+  batch = built.global_batch(benchmark.random_batch(stage, config.num_classes, seed))
+  state = built.state
 
   def run():
     nonlocal state
-    state, metrics = stage.step_fn(state, batch, stage.teacher_variables)
+    state, metrics = built.step_fn(state, batch, built.frozen_variables)
     jax.block_until_ready((state, metrics))
 
   median, _ = benchmark.median_time(run, warmup + 1, iters)  # +1: the first call compiles.
-  return Timing(f'JAX ({config.compute_dtype})', median,
-                benchmark.images_per_step(config, stage.weights) / median)
+  return Timing(f'JAX ({config.compute_dtype})', median, benchmark.images_per_step(stage) / median)
 
 
-def time_torch(config, mode: str, form: TorchForm, warmup: int, iters: int, device: str,
+def time_torch(config, stage_name: str, form: TorchForm, warmup: int, iters: int, device: str,
                seed: int = 0) -> Timing:
   """Times the PyTorch step in `form`; a form that fails to build or run is reported, not raised."""
   name = f'PyTorch ({form.describe()})'
+  stage = benchmark.stage_spec(config, stage_name)
   try:
-    trainer = make_trainer(config, mode, torch_networks(config, mode, seed), form, device)
-    batch = trainer.prepare_batch(benchmark.random_batch(config, seed))
+    trainer = make_trainer(stage, torch_networks(stage, seed), form, device)
+    batch = trainer.prepare_batch(benchmark.random_batch(stage, config.num_classes, seed))
     sync = torch.cuda.synchronize if trainer.device.type == 'cuda' else (lambda: None)
 
     def run():
@@ -270,8 +286,7 @@ def time_torch(config, mode: str, form: TorchForm, warmup: int, iters: int, devi
     median, _ = benchmark.median_time(run, warmup + 1, iters)
   except Exception as e:  # pylint: disable=broad-except  (fall back to the other forms)
     return Timing(name, error=f'{type(e).__name__}: {str(e).splitlines()[0][:200]}')
-  weights = steps_lib.loss_weights_from_config(config, mode)
-  return Timing(name, median, benchmark.images_per_step(config, weights) / median)
+  return Timing(name, median, benchmark.images_per_step(stage) / median)
 
 
 def _print_parity(report: ParityReport) -> None:
@@ -308,28 +323,29 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   sys.stdout.reconfigure(line_buffering=True)  # Progress is visible when piped to a file.
-  config = FLAGS.config
-  mode = benchmark.stage_mode(config)
+  config, stage_name = FLAGS.config, FLAGS.stage
+  stage = benchmark.stage_spec(config, stage_name)
   platform = FLAGS.device
   jax_devices = jax.devices(platform)
   torch_device = 'cuda' if platform == 'gpu' else 'cpu'
-  print(f'compare {mode}: batch {config.batch_size} per domain, source '
-        f'{tuple(config.source.size)}, target {tuple(config.target.size)}; JAX on '
+  print(f'compare {stage_name} ({stage.method.name}): batch {stage.batch_size} per domain, source '
+        f'{tuple(stage.source.size)}, target {tuple(stage.target.size)}; JAX on '
         f'{len(jax_devices)} x {jax_devices[0].device_kind}, PyTorch {torch.__version__} on '
         f'{torch_device} ({torch.get_num_threads()} threads)')
   if FLAGS.steps > 0:
-    _print_parity(parity(config, mode, FLAGS.steps, FLAGS.seed, torch_device, jax_devices))
+    _print_parity(parity(config, stage_name, FLAGS.steps, FLAGS.seed, torch_device, jax_devices))
   if FLAGS.iters > 0:
     warmup, iters, seed = FLAGS.warmup, FLAGS.iters, FLAGS.seed
     forms = ([parse_form(s) for s in FLAGS.torch_forms] if FLAGS.torch_forms is not None
              else default_forms(config.compute_dtype, platform))
     print('== speed (median step time after warm-up; images = source + target) ==')
-    jax_timing = time_jax(config, mode, torch_networks(config, mode, seed), warmup, iters,
+    jax_timing = time_jax(config, stage_name, torch_networks(stage, seed), warmup, iters,
                           jax_devices, seed)
     _print_timing(jax_timing)
     torch_timings = []
     for form in [TorchForm(), *forms]:  # fp32 eager first: the official scripts' form.
-      torch_timings.append(time_torch(config, mode, form, warmup, iters, torch_device, seed))
+      torch_timings.append(time_torch(config, stage_name, form, warmup, iters, torch_device,
+                                      seed))
       _print_timing(torch_timings[-1])
     _print_ratios(jax_timing, torch_timings)
 

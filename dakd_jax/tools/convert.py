@@ -11,7 +11,7 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 - FCDiscriminator: `conv1..conv4`, `classifier`.
 
 CLI:
-  python -m dakd_jax.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
+  python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
 writes a variables directory (`networks.save_network`: Orbax variables plus `model.json` with the
 architecture and options), the format training reads with `--config.<network>.init`.
 """
@@ -120,10 +120,10 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     names = tuple(p.key for p in path)
     collection, var_path = names[0], names[1:]
     key = _torch_key(model_name, var_path)
-    if family == 'drn' and var_path[0] not in models.HEAD_MODULES:
+    if family == 'drn' and var_path[0] not in drn.DRNSeg.HEAD_MODULES:
       key = base_prefix + key
     if key not in state:
-      if imagenet_drn and var_path[0] in models.HEAD_MODULES:
+      if imagenet_drn and var_path[0] in drn.DRNSeg.HEAD_MODULES:
         fresh[var_path[0]] = leaf
         continue
       missing.append(key)
@@ -185,7 +185,7 @@ def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np
 def main(argv: Optional[Sequence[str]] = None) -> None:
   """The conversion CLI; exits with a one-line `error: ...` on bad input."""
   parser = argparse.ArgumentParser(
-      prog='python -m dakd_jax.convert',
+      prog='python -m dakd_jax.tools.convert',
       description='Convert an official PyTorch checkpoint into dakd-jax Flax variables.')
   parser.add_argument('--model', required=True, choices=models.MODEL_NAMES)
   parser.add_argument('--torch-checkpoint', required=True, help='.pth file')

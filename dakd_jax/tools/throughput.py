@@ -3,7 +3,7 @@
 Without --root it writes a GTA5-layout fixture of 1914x1052 PNGs (smooth random scenes, so the
 files compress about as well as real frames) under --workdir and measures on it:
 
-  python -m dakd_jax.data.throughput --height 512 --width 1024 --workdir /tmp/dakd_throughput
+  python -m dakd_jax.tools.throughput --height 512 --width 1024 --workdir /tmp/dakd_throughput
 """
 
 import argparse
@@ -56,10 +56,9 @@ def main():
     print(f'wrote {args.num_images} 1914x1052 images to {root} in '
           f'{time.perf_counter() - start:.1f}s')
   pipeline.NUM_THREADS, pipeline.PREFETCH_IMAGES = args.num_threads, args.prefetch
-  cfg = dict(dataset='gta5', root=str(root), split='train', size=(args.height, args.width),
-             normalization='caffe', augment=None)
-  pipeline.prepare(cfg, workdir / 'tfds')
-  it = iter(pipeline.make_train_dataset(cfg, global_batch_size=args.batch_size, seed=0,
+  stream = pipeline.Stream(dataset='gta5', root=str(root), size=(args.height, args.width))
+  pipeline.prepare(stream, workdir / 'tfds')
+  it = iter(pipeline.make_train_dataset(stream, global_batch_size=args.batch_size, seed=0,
                                         data_dir=workdir / 'tfds', shard_index=0, shard_count=1))
   for _ in range(args.warmup_batches):
     next(it)

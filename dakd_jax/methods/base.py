@@ -1,0 +1,143 @@
+"""The method interface: what a method declares, and what the generic step gives it.
+
+A method is a frozen dataclass. Its fields are its options (a stage's `options` in the config,
+with the dataclass defaults as the official values), so one definition is the option schema, the
+defaults and the static, hashable description the jitted step is built from. It declares:
+
+- `players(num_classes)`: the networks trained beside the segmentation network by their own
+  optimiser (AdaptSegNet's two discriminators), `{name: Player}`;
+- `frozen`: the names of the frozen networks a stage must be given (DAKD's `'teacher'`);
+- `uses_target` / `needs_features`: whether the network is also forwarded on the target batch,
+  and whether its tapped feature maps are needed;
+and computes, inside the one generic step (`dakd_jax.steps.train_step`):
+
+- `frozen_outputs(frozen, batch)`: what the frozen networks contribute (outside the gradient);
+- `network_terms(outputs, batch, players, frozen_outputs)`: the weighted loss terms of the
+  segmentation network, `{'src/…' | 'tgt/…': scalar}` summed into its loss, plus the
+  (gradient-stopped) inputs of every player's loss;
+- `player_loss(name, apply, inputs)`: the loss of one player.
+
+The step takes both gradients from the pre-update weights and then applies every update: the
+official order of AdaptSegNet, ADVENT and DAKD.
+
+Shapes: images `[N, H, W, 3]`, labels `[N, H, W]` int32 (255 = ignore); `outputs[domain]` holds
+the network's `'aux'` and `'main'` logits upsampled (align corners) to the input size, float32
+`[N, H, W, C]`, plus `'aux_features'`/`'main_features'` at stride 8 when `needs_features`.
+"""
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dakd_jax import losses
+from dakd_jax import models
+from dakd_jax.models.layers import resize_align_corners
+
+LOGIT_KEYS = ('aux', 'main')
+FEATURE_KEYS = ('aux_features', 'main_features')
+
+
+@dataclasses.dataclass(frozen=True)
+class Player:
+  """A network trained beside the segmentation network (Adam, `d_lr`, same poly horizon).
+
+  Attributes:
+    arch: its `dakd_jax.models` registry name.
+    input_channels: channels of its input (the registry's `num_classes` for discriminators).
+    options: constructor options, as `(name, value)` pairs.
+  """
+  arch: str
+  input_channels: int
+  options: tuple[tuple[str, Any], ...] = ()
+
+  @property
+  def spec(self) -> dict[str, Any]:
+    """Its network spec, as a variables directory's model.json holds it."""
+    return {'arch': self.arch, 'num_classes': self.input_channels, 'options': dict(self.options)}
+
+  @property
+  def module(self) -> nn.Module:
+    return models.create_model(self.arch, self.input_channels, **dict(self.options))
+
+
+def at_input_size(outputs: Mapping[str, jax.Array], size) -> dict[str, jax.Array]:
+  """Stride-8 logits -> float32 logits upsampled to `size` (H, W); features kept, as float32."""
+  up = {k: resize_align_corners(outputs[k].astype(jnp.float32), size) for k in LOGIT_KEYS}
+  up.update({k: outputs[k].astype(jnp.float32) for k in FEATURE_KEYS if k in outputs})
+  return up
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenNetwork:
+  """A frozen network bound to its variables: `__call__(images) -> outputs at input size`.
+
+  No gradient ever reaches it. `train=True` normalises with the batch's statistics (the released
+  DAKD teacher, never put in eval mode) without keeping the updated running statistics.
+  """
+  module: nn.Module
+  variables: Any
+
+  def __call__(self, images: jax.Array, *, train: bool = False,
+               features: bool = False) -> dict[str, jax.Array]:
+    kwargs = {'return_features': True} if features else {}
+    if train:
+      outputs, _ = self.module.apply(self.variables, images, train=True,
+                                     mutable=['batch_stats'], **kwargs)
+    else:
+      outputs = self.module.apply(self.variables, images, train=False, **kwargs)
+    return jax.lax.stop_gradient(at_input_size(outputs, images.shape[1:3]))
+
+
+def segmentation_terms(source: Mapping[str, jax.Array], labels: jax.Array,
+                       lambda_seg_aux: float) -> dict[str, jax.Array]:
+  """Source cross-entropy of the main head plus `lambda_seg_aux` x that of the aux head."""
+  return {'src/seg_main': losses.segmentation_cross_entropy(source['main'], labels),
+          'src/seg_aux': lambda_seg_aux * losses.segmentation_cross_entropy(source['aux'], labels)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """Base of every method; see the module docstring for the contract."""
+  name: ClassVar[str] = ''
+  frozen: ClassVar[tuple[str, ...]] = ()
+
+  @property
+  def uses_target(self) -> bool:
+    """Whether the network is forwarded on the target batch (BN statistics: source first)."""
+    return True
+
+  @property
+  def needs_features(self) -> bool:
+    """Whether `outputs` must carry the network's feature maps."""
+    return False
+
+  def players(self, num_classes: int) -> dict[str, Player]:
+    del num_classes
+    return {}
+
+  def frozen_outputs(self, frozen: Mapping[str, FrozenNetwork], batch: Mapping[str, jax.Array]):
+    del frozen, batch
+    return None
+
+  def network_terms(self, outputs: Mapping[str, Mapping[str, jax.Array]],
+                    batch: Mapping[str, jax.Array], players: Mapping[str, Callable],
+                    frozen_outputs: Any) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+    """Returns `(terms, player_inputs)`; `players[name](x)` applies a player's current weights."""
+    raise NotImplementedError
+
+  def player_loss(self, name: str, apply: Callable[[jax.Array], jax.Array],
+                  inputs: Any) -> jax.Array:
+    """The loss of player `name`, `apply` bound to the weights being differentiated."""
+    raise NotImplementedError(f'{type(self).__name__} has no player {name!r}')
+
+  def check_init(self, trained_by: Mapping[str, Any] | None) -> str | None:
+    """A reason the network's starting point does not suit this method, or None.
+
+    `trained_by` is the record of the stage that produced the initial weights (`method`,
+    `options`, `stage`), None for converted or random weights.
+    """
+    del trained_by
+    return None

@@ -1,0 +1,234 @@
+"""Stages: the spec of one training stage (the config boundary) and its bookkeeping on disk.
+
+`plan(config, workdir)` turns the config's stages into `StageSpec`s, plain frozen dataclasses
+that everything below the experiment takes instead of the config, and checks every stage of the
+pipeline before anything runs: its method and options, its sizes, and that every input
+('stage:<name>' or a directory) exists or will exist when its turn comes.
+
+A stage directory (`<workdir>/<name>/`):
+  checkpoints/   Orbax CheckpointManager: TrainState + both grain iterator states per saved step.
+  export/        the trained network as a variables directory (`networks.py`), `trained_by` set.
+  players/<name>/  the method's players (discriminators) as variables directories.
+  eval/          metrics.json, prediction PNGs and the picture grid (`evaluate.py`).
+  oracle/        with eval.select='best_oracle': the best evaluated network and its step.
+  tensorboard/, metrics.jsonl, eval_history.jsonl   logged losses, rates and evaluations.
+  stage.json     written last: the stage is complete and is skipped when run again.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+
+from dakd_jax import config as config_lib
+from dakd_jax import methods
+from dakd_jax import networks
+from dakd_jax import optim
+from dakd_jax.data import pipeline as data_pipeline
+
+STAGE_FILE = 'stage.json'
+EXPORT_SUBDIR = 'export'
+PLAYERS_SUBDIR = 'players'
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+  """Everything one stage needs, resolved: no config object and no stage reference left.
+
+  Attributes:
+    name: the stage's key in `config.stages` (and its directory name).
+    row: its row label in the results table.
+    method: the method, built from the stage's options.
+    network: the trained network's spec `{'arch', 'num_classes', 'options'}`.
+    batch_size: global batch per domain.
+    source, target: the two training streams.
+    num_steps: updates run; schedule_steps: the poly horizon (>= num_steps).
+    optim: the optimisers.
+    init: variables directory the network starts from ('' = random).
+    frozen: `{role: variables directory}` of the frozen networks (e.g. the teacher).
+    frozen_networks: `{role: network spec}` of those networks.
+    players: directory holding `<player>/` variables directories to start the players from
+      ('' = random).
+    trained: a variables directory holding the already trained network ('' = train it).
+  """
+  name: str
+  row: str
+  method: methods.Method
+  network: dict[str, Any]
+  batch_size: int
+  source: data_pipeline.Stream
+  target: data_pipeline.Stream
+  num_steps: int
+  schedule_steps: int
+  optim: optim.OptimSpec
+  init: str = ''
+  frozen: dict[str, str] = dataclasses.field(default_factory=dict)
+  frozen_networks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  players: str = ''
+  trained: str = ''
+
+  def trained_by(self) -> dict[str, Any]:
+    """The record written into the export's model.json."""
+    return {'stage': self.name, 'method': self.method.name,
+            'options': methods.options_of(self.method)}
+
+
+def stage_dir(workdir, name):
+  return os.path.join(workdir, name)
+
+
+def export_dir(workdir, name):
+  return os.path.join(stage_dir(workdir, name), EXPORT_SUBDIR)
+
+
+def players_dir(workdir, name):
+  return os.path.join(stage_dir(workdir, name), PLAYERS_SUBDIR)
+
+
+def is_complete(directory):
+  return os.path.exists(os.path.join(directory, STAGE_FILE))
+
+
+def read_record(directory):
+  with open(os.path.join(directory, STAGE_FILE)) as f:
+    return json.load(f)
+
+
+def mark_complete(directory, record):
+  """Writes `stage.json` last, atomically: the stage will be skipped from now on."""
+  if jax.process_index() != 0:
+    return
+  tmp = os.path.join(directory, STAGE_FILE + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(tmp, os.path.join(directory, STAGE_FILE))
+
+
+def network_spec(config, name):
+  """`{'arch', 'num_classes', 'options'}` of `config.networks.<name>`."""
+  net = config.networks[name]
+  return {'arch': net.arch, 'num_classes': config.num_classes, 'options': dict(net.options)}
+
+
+def _stream(config, key, cfg):
+  config_lib.check_one_of(f'{key}.dataset', cfg.dataset, tuple(config.roots))
+  config_lib.check_size(f'{key}.size', cfg.size)
+  aug = cfg.augment
+  config_lib.check_size(f'{key}.augment.crop', aug.crop, optional=True)
+  return data_pipeline.Stream(
+      dataset=cfg.dataset, root=config.roots[cfg.dataset], split=cfg.split,
+      size=tuple(cfg.size), normalization=config.normalization,
+      augment=data_pipeline.Augment(
+          random_scale=tuple(aug.random_scale) if aug.random_scale else None,
+          crop=tuple(aug.crop) if aug.crop else None, flip=bool(aug.flip)))
+
+
+class _Resolver:
+  """Turns stage inputs into directories, knowing which stages run before which."""
+
+  def __init__(self, config, workdir, order):
+    self.config, self.workdir, self.order = config, workdir, order
+
+  def _stage(self, key, ref, consumer):
+    """The stage a 'stage:<name>' reference names, once checked to exist in time; else None."""
+    if not ref.startswith(config_lib.STAGE_REF):
+      if not os.path.isdir(ref):
+        raise ValueError(f'config.{key}: expected a variables directory or '
+                         f"'{config_lib.STAGE_REF}<name>', got {ref!r}")
+      return None
+    name = ref[len(config_lib.STAGE_REF):]
+    if name not in self.config.stages:
+      raise ValueError(f'config.{key}: {ref!r} names no stage of config.stages '
+                       f'({", ".join(self.config.stages)})')
+    earlier = name in self.order and self.order.index(name) < self.order.index(consumer)
+    if (not earlier and not self.config.stages[name].trained
+        and not is_complete(stage_dir(self.workdir, name))):
+      raise ValueError(
+          f'config.{key}: stage {name!r} has not run in {self.workdir} and does not run before '
+          f'{consumer!r} in config.pipeline; add it to the pipeline, or give a variables '
+          'directory instead')
+    return name
+
+  def output(self, key, ref, consumer):
+    """The variables directory of the network `ref` names; `consumer` is the stage reading it."""
+    name = self._stage(key, ref, consumer)
+    if name is None:
+      return ref
+    return self.config.stages[name].trained or export_dir(self.workdir, name)
+
+  def players(self, key, ref, consumer):
+    """The directory of the players `ref` names."""
+    name = self._stage(key, ref, consumer)
+    if name is None:
+      return ref
+    if self.config.stages[name].trained:
+      raise ValueError(f'config.{key}: stage {name!r} is given as trained, so it has no players '
+                       'here; give their directory instead')
+    return players_dir(self.workdir, name)
+
+  def network(self, key, ref, consumer):
+    """The spec of the network `ref` names, with `trained_by` (None for converted weights)."""
+    name = self._stage(key, ref, consumer)
+    directory = self.output(key, ref, consumer)
+    if os.path.exists(os.path.join(directory, networks.MODEL_FILE)):
+      return {'trained_by': None, **networks.read_model_spec(directory)}
+    if name is None or self.config.stages[name].trained:
+      raise ValueError(f'config.{key}: {directory} holds no {networks.MODEL_FILE}; expected a '
+                       'variables directory written by dakd_jax.tools.convert or a finished stage')
+    stage = self.config.stages[name]  # A stage that has not run yet.
+    method = methods.create(stage.method, stage.options.to_dict())
+    return {**network_spec(self.config, stage.network), 'trained_by': {
+        'stage': name, 'method': method.name, 'options': methods.options_of(method)}}
+
+
+def _without_record(spec):
+  return {k: v for k, v in spec.items() if k != 'trained_by'}
+
+
+def build(config, name, workdir, order):
+  """The `StageSpec` of stage `name`; `order` is the pipeline it runs in. Validates it."""
+  cfg = config.stages[name]
+  key = f'stages.{name}'
+  resolve = _Resolver(config, workdir, order)
+  method = methods.create(cfg.method, cfg.options.to_dict(), key=f'config.{key}.options',
+                          method_key=f'config.{key}.method')
+  config_lib.check_one_of(f'{key}.network', cfg.network, tuple(config.networks))
+  if cfg.batch_size < 1:
+    raise ValueError(f'config.{key}.batch_size: expected a positive int, got {cfg.batch_size!r}')
+  if cfg.num_steps < 1 or cfg.schedule_steps < 0 or 0 < cfg.schedule_steps < cfg.num_steps:
+    raise ValueError(f'config.{key}.schedule_steps: expected 0 (= num_steps) or a poly horizon '
+                     f'>= num_steps={cfg.num_steps} >= 1, got {cfg.schedule_steps!r}')
+  if set(cfg.frozen) != set(method.frozen):
+    raise ValueError(f'config.{key}.frozen: method {method.name!r} needs exactly '
+                     f'{sorted(method.frozen)}, got {sorted(cfg.frozen)}')
+  trained = cfg.trained
+  if trained and not os.path.isdir(trained):
+    raise ValueError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
+  init = config.networks[cfg.network].init
+  if cfg.init:
+    init = resolve.output(f'{key}.init', cfg.init, name)
+  if not trained:
+    init_record = resolve.network(f'{key}.init', cfg.init, name)['trained_by'] if cfg.init else None
+    reason = method.check_init(init_record)
+    if reason:
+      raise ValueError(f'config.{key}.init: {reason}; set it to a suitable stage or directory')
+  return StageSpec(
+      name=name, row=cfg.row, method=method, network=network_spec(config, cfg.network),
+      batch_size=cfg.batch_size, source=_stream(config, f'{key}.source', cfg.source),
+      target=_stream(config, f'{key}.target', cfg.target), num_steps=cfg.num_steps,
+      schedule_steps=cfg.schedule_steps or cfg.num_steps,
+      optim=optim.OptimSpec(**cfg.optim.to_dict()), init=init,
+      frozen={role: resolve.output(f'{key}.frozen.{role}', ref, name)
+              for role, ref in cfg.frozen.items()},
+      frozen_networks={role: _without_record(resolve.network(f'{key}.frozen.{role}', ref, name))
+                       for role, ref in cfg.frozen.items()},
+      players=resolve.players(f'{key}.players', cfg.players, name) if cfg.players else '',
+      trained=trained)
+
+
+def plan(config, workdir):
+  """`StageSpec`s of `config.pipeline`, in order, each checked before anything runs."""
+  order = config_lib.pipeline_names(config)
+  return [build(config, name, workdir, order) for name in order]

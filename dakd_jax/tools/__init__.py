@@ -1,0 +1,8 @@
+"""Command-line tools beside the training path: weight conversion, benchmarks, comparisons.
+
+  python -m dakd_jax.tools.convert      PyTorch checkpoints -> variables directories
+  python -m dakd_jax.tools.benchmark    the jitted step and evaluation alone: time, FLOPs, memory
+  python -m dakd_jax.tools.compare      JAX vs the PyTorch reference step: parity and speed
+  python -m dakd_jax.tools.throughput   the input pipeline's images/s
+  python -m dakd_jax.tools.stage_table  the stages of every config as a Markdown table
+"""
