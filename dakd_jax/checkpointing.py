@@ -16,12 +16,17 @@ processes, and each writes the shards it owns plus its own iterator state.
 
 from collections.abc import Mapping
 import os
+import time
 from typing import Any, TypeVar
 
+from absl import logging
 from etils import epath
 import grain
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+from dakd_jax import errors
 
 StateT = TypeVar("StateT")
 
@@ -51,7 +56,7 @@ def load_variables(directory):
   """Reads a tree written by `save_variables` back as a tree of JAX arrays."""
   directory = _abspath(directory)
   if not directory.exists():
-    raise FileNotFoundError(f"{directory}: no such variables checkpoint")
+    raise errors.MissingPathError(f"{directory}: no such variables checkpoint")
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(directory)
 
@@ -146,6 +151,69 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: StateT,
   items[STATE_ITEM] = ocp.args.StandardRestore(abstract_like(abstract_state))
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored[STATE_ITEM]
+
+
+def _path_name(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_matches(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+  """Raises `errors.UserError` when checkpoint `step` holds other arrays than the state needs
+  (a checkpoint of another config); read errors of its metadata propagate."""
+  metadata = ocp.StandardCheckpointHandler().metadata(
+      manager.directory / str(step) / STATE_ITEM)
+  saved = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata.tree)}
+  wanted = {_path_name(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+  for name in sorted(set(saved) | set(wanted)):
+    if saved.get(name) != wanted.get(name):
+      raise errors.UserError(
+          f"{manager.directory}/{step}: written by another configuration ({name}: checkpoint "
+          f"{saved.get(name, 'absent')}, config {wanted.get(name, 'absent')}); use another "
+          "--workdir or delete the stage directory")
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+  text = " ".join(str(error).split()) or type(error).__name__
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def restore_newest_readable(manager: ocp.CheckpointManager, abstract_state: StateT,
+                            data_iterators: Mapping[str, grain.DatasetIterator]
+                            ) -> tuple[StateT | None, int]:
+  """Restores the newest checkpoint that can be read; `(None, 0)` when there is none.
+
+  A checkpoint that cannot be read (truncated or missing array files, damaged metadata) is
+  reported in one warning line with its step and the reason, moved aside to
+  `<checkpoint root>.unreadable/<step>` (never deleted) and the next older one is tried. The
+  state and the iterators' positions always come from the same checkpoint, so resume stays exact.
+
+  Raises:
+    errors.UserError: a checkpoint of another configuration (other arrays or shapes), or
+      checkpoints exist but none of them can be read.
+  """
+  moved = []
+  while (step := manager.latest_step()) is not None:
+    try:
+      _check_matches(manager, step, abstract_state)
+      return restore_checkpoint(manager, abstract_state, data_iterators, step=step), step
+    except errors.UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (any read failure: try an older one)
+      aside = epath.Path(f"{manager.directory}.unreadable")
+      if jax.process_index() == 0:
+        aside.mkdir(parents=True, exist_ok=True)
+        (manager.directory / str(step)).rename(aside / f"{step}.{time.time_ns()}")
+      multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+      logging.warning("checkpoint step %d of %s is unreadable (%s): moved to %s; trying the "
+                      "next older one", step, manager.directory, _one_line(e), aside)
+      manager.reload()
+      moved.append(step)
+  if moved:
+    raise errors.UserError(
+        f"{manager.directory}: no readable checkpoint (steps {moved} were unreadable and are "
+        f"in {manager.directory}.unreadable); delete the stage directory to train it again")
+  return None, 0
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:

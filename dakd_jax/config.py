@@ -9,10 +9,12 @@ fields (data roots, precision, logging, evaluation) are shared by every stage. D
 Sizes are `(height, width)`; batch sizes are global (all hosts together) per domain.
 """
 
+import difflib
 import os
 
 import ml_collections
 
+from dakd_jax import errors
 from dakd_jax import methods
 from dakd_jax.data.builders import BUILDERS
 
@@ -163,6 +165,9 @@ def base_config():
   config.train.log_every = 50  # Steps between logged losses / learning rates.
   config.train.checkpoint_every = 1_000  # Steps between (asynchronous) checkpoints.
   config.train.max_to_keep = 3  # Checkpoints kept per stage.
+  # A stage directory refuses a rerun with other settings; True lets a larger num_steps (and
+  # nothing else) train on from the stage's last checkpoint, even a completed stage's.
+  config.train.allow_longer = False
   # Batches transferred to the devices ahead of the step by a background thread (0 = transfer
   # in the loop). Checkpointed data positions count consumed batches only, so resume is exact.
   config.train.prefetch_to_device = 2
@@ -178,7 +183,7 @@ def pipeline_names(config):
 
 def _require(condition, key, expected, value):
   if not condition:
-    raise ValueError(f'config.{key}: expected {expected}, got {value!r}')
+    raise errors.UserError(f'config.{key}: expected {expected}, got {value!r}')
 
 
 def check_size(key, size, optional=False):
@@ -236,3 +241,20 @@ def validate(config):
     for name in names:
       _require(name in config.stages, 'pipeline', f'names of config.stages '
                f'({", ".join(config.stages)})', name)
+
+
+def unknown_field(config, dotted):
+  """None if `config.<dotted>` exists, else a one-line message with the closest valid names."""
+  node, path = config, []
+  for key in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f'config.{".".join(path)} is a {type(node).__name__}, it has no field {key!r}'
+    if key not in node:
+      valid = sorted(node.keys())
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+      where = f'config.{".".join(path)}' if path else 'config'
+      hint = f'did you mean {" or ".join(close)}? ' if close else ''
+      return (f'config.{".".join(path + [key])}: no such field; {hint}{where} has: '
+              f'{", ".join(valid)}')
+    node, path = node[key], path + [key]
+  return None

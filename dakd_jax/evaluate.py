@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from dakd_jax import errors
 from dakd_jax import metrics as metrics_lib
 from dakd_jax import networks as networks_lib
+from dakd_jax import pictures
 from dakd_jax import sharding
 from dakd_jax.data import labels as labels_lib
 from dakd_jax.data import pipeline as data_pipeline
@@ -33,6 +35,7 @@ from dakd_jax.models.layers import resize_align_corners
 METRICS_FILE = 'metrics.json'
 GRID_SUBDIR = 'grid'
 GRID_TILES = ('input', 'label', 'pred')
+GRID_TITLES = ('input', 'ground truth', 'prediction')
 
 
 def eval_step(model, num_classes, variables, images, labels):
@@ -112,21 +115,10 @@ def _save_prediction(pred_dir, name, pred):
   Image.fromarray(labels_lib.colorize(pred)).save(os.path.join(pred_dir, f'{name}_color.png'))
 
 
-def picture_grid(rows, tile_width=256):
-  """Stacks rows of RGB tiles (uint8 `[H, W, 3]`, any sizes) into one image.
-
-  Every tile of a row is resized (nearest) to `tile_width` and the aspect ratio of the row's
-  largest tile (the full-resolution labels: the input may have been resized to another aspect).
-  """
-  def line(row):
-    h, w = max((t.shape[:2] for t in row), key=lambda hw: hw[1])
-    size = (tile_width, max(1, round(h * tile_width / w)))
-    return np.concatenate([np.asarray(Image.fromarray(t).resize(size, Image.NEAREST))
-                           for t in row], axis=1)
-  lines = [line(row) for row in rows]
-  width = max(line.shape[1] for line in lines)
-  lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))) for line in lines]
-  return np.concatenate(lines, axis=0)
+def labelled_grid(rows, titles, tile_width=256):
+  """The grid of `rows` of prediction tiles under a header of `titles`, over the class legend."""
+  return pictures.picture_grid(rows, tile_width, titles=titles,
+                               class_names=labels_lib.CLASS_NAMES, palette=labels_lib.PALETTE)
 
 
 class Evaluator:
@@ -199,15 +191,21 @@ class Evaluator:
             grid_rows.append(row)
     # Every process holds the same global confusion matrix; the image count is summed likewise.
     num_images = int(sharding.process_sum(num_images))
+    if int(confusion.sum()) == 0:
+      raise errors.UserError(
+          f'{self.eval_set.dataset} {self.eval_set.split}: every label pixel of the {num_images} '
+          'evaluated images maps to ignore (255); the labels are not in the expected id space '
+          '(label ids for Cityscapes/GTA5, train ids for BDD100K)')
     result = metrics_lib.segmentation_metrics(np.asarray(confusion), labels_lib.CLASS_NAMES)
     result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
               'per_class_iou': result['per_class_iou'], 'num_images': num_images,
               'checkpoint_step': int(checkpoint_step)}
     if out_dir and jax.process_index() == 0:
       with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
-        json.dump(result, f, indent=2)
+        json.dump(result, f, indent=2, allow_nan=False)  # Undefined scores are null.
       if grid_rows:
-        Image.fromarray(picture_grid(grid_rows)).save(os.path.join(out_dir, 'grid.png'))
+        grid = labelled_grid(grid_rows, GRID_TITLES)
+        Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
     logging.info('evaluation of %s on %d images: mIoU %.2f, pixel acc %.2f', spec['arch'],
                  num_images, result['miou'], result['pixel_acc'])
     return result

@@ -27,6 +27,7 @@ from dakd_jax import networks as networks_lib
 from dakd_jax import selection
 from dakd_jax import stages as stages_lib
 from dakd_jax import train as train_lib
+from dakd_jax import writers
 from dakd_jax.data import labels as labels_lib
 from dakd_jax.data import pipeline as data_pipeline
 from dakd_jax.data import synthetic
@@ -91,10 +92,25 @@ def prepare_inputs(config, workdir):
   return plan
 
 
+# Run-level fields that change what every stage trains (paths, logging and evaluation do not).
+RUN_FIELDS = ('seed', 'num_classes', 'normalization', 'compute_dtype', 'frozen_dtype', 'bn_sync',
+              'remat')
+
+
+def stage_fields(config, name):
+  """`{dotted key: value}` of everything that decides what stage `name` trains."""
+  stage = config.stages[name]
+  return writers.flatten({'stage': stage.to_dict(),
+                          'network': config.networks[stage.network].to_dict(),
+                          **{k: config[k] for k in RUN_FIELDS}})
+
+
 def run_stage(config, stage, evaluator, workdir):
   """Trains (unless `stage.trained`) and evaluates one stage; skipped when complete."""
   directory = stages_lib.stage_dir(workdir, stage.name)
-  if stages_lib.is_complete(directory):
+  longer = stages_lib.check_config_record(directory, stage.name, stage_fields(config, stage.name),
+                                          allow_longer=config.train.allow_longer)
+  if stages_lib.is_complete(directory) and not longer:
     record = stages_lib.read_record(directory)
     logging.info('%s is complete (step %d): skipped', stage.name, record['step'])
     return record
@@ -148,13 +164,15 @@ def write_results(workdir, records):
   with open(os.path.join(workdir, RESULTS_JSON), 'w') as f:
     json.dump({r['stage']: {'row': r['row'], 'metrics': r['metrics'], 'oracle': r['oracle']}
                for r in records}, f, indent=2)
-  grid = results_grid([stages_lib.stage_dir(workdir, r['stage']) for r in records])
+  grid = results_grid([stages_lib.stage_dir(workdir, r['stage']) for r in records],
+                      [r['row'] for r in records])
   if grid is not None:
     Image.fromarray(grid).save(os.path.join(workdir, GRID_FILE))
 
 
-def results_grid(stage_dirs):
-  """Rows: input | ground truth | prediction of every stage, for the evaluated grid images."""
+def results_grid(stage_dirs, row_names):
+  """Rows: input | ground truth | prediction of every stage, for the evaluated grid images; the
+  header names each column (the stages by their table rows), the legend names the classes."""
   grid_dirs = [os.path.join(d, 'eval', evaluate_lib.GRID_SUBDIR) for d in stage_dirs]
   if not grid_dirs or not os.path.isdir(grid_dirs[0]):
     return None
@@ -163,7 +181,8 @@ def results_grid(stage_dirs):
   read = lambda d, n, kind: np.asarray(Image.open(os.path.join(d, f'{n}_{kind}.png')).convert('RGB'))
   rows = [[read(grid_dirs[0], n, 'input'), read(grid_dirs[0], n, 'label')]
           + [read(d, n, 'pred') for d in grid_dirs] for n in names]
-  return evaluate_lib.picture_grid(rows, tile_width=192) if rows else None
+  titles = evaluate_lib.GRID_TITLES[:2] + tuple(row_names)
+  return evaluate_lib.labelled_grid(rows, titles, tile_width=192) if rows else None
 
 
 def run(config, workdir):

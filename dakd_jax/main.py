@@ -7,6 +7,8 @@ ml_collections syntax, e.g. `--config.pipeline=distill_b --config.stages.distill
 
 import logging as py_logging
 import os
+import runpy
+import sys
 
 from absl import app
 from absl import flags
@@ -14,7 +16,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from dakd_jax import config as config_lib
+from dakd_jax import errors
 from dakd_jax import experiment
+from dakd_jax import preemption
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
@@ -25,6 +30,9 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+_VERBOSE = flags.DEFINE_bool(
+    'verbose', False, 'Show the Python traceback of user mistakes too (also DAKD_VERBOSE=1); '
+    'without it a mistake in the config or the data ends with one line on stderr, exit code 2.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', None, 'Persistent XLA compilation cache shared by runs with the '
     'same programs (resumed runs, other seeds); default <workdir>/xla_cache, "" to disable.')
@@ -48,9 +56,75 @@ def _quiet_library_info(record):
       part in record.pathname for part in _QUIET_LIBRARIES)
 
 
+def _verbose(argv=()):
+  return ('--verbose' in argv or (flags.FLAGS.is_parsed() and _VERBOSE.value)
+          or os.environ.get('DAKD_VERBOSE', '') not in ('', '0'))
+
+
+def _user_error(message):
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(errors.EXIT_USER_ERROR)
+
+
+def _config_file(argv):
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _explain_flag_error(argv, error):
+  """One line for a failed flag parse: the unknown config field and its closest valid names, or
+  the config file that does not load, or absl's own message."""
+  path = _config_file(argv)
+  if path is None:
+    return f'--config: required (a config file such as configs/gta2cs.py); {error}'
+  file = path.split(':', 1)[0]
+  if not os.path.isfile(file):
+    return f'--config {path}: no such file; expected a config file such as configs/gta2cs.py'
+  try:
+    config = runpy.run_path(file)['get_config']()
+  except Exception as e:  # pylint: disable=broad-except
+    return f'--config {path}: the file does not load: {type(e).__name__}: {e}'
+  if isinstance(error, (AttributeError, KeyError)):
+    for arg in argv:
+      if arg.startswith('--config.'):
+        message = config_lib.unknown_field(config, arg[len('--config.'):].split('=', 1)[0])
+        if message:
+          return message
+  message = ' '.join(str(error).split())  # absl's messages span lines.
+  return f'{message}' if isinstance(error, flags.Error) else f'{type(error).__name__}: {message}'
+
+
+def _parse_flags(argv):
+  """absl's parsing, with the user's mistakes (unknown or mistyped config fields, a config file
+  that does not load) turned into one line on stderr and exit code 2."""
+  try:
+    rest = flags.FLAGS(argv)
+    _CONFIG.value.keys()  # A config file that failed to load raises here.
+    return rest
+  except Exception as e:  # pylint: disable=broad-except
+    if _verbose(argv):
+      raise
+    _user_error(_explain_flag_error(argv, e))
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    _user_error(f'unexpected arguments: {argv[1:]}')
+  try:
+    _main(argv)
+  except errors.UserError as e:
+    if _verbose():
+      raise
+    _user_error(e)
+  except preemption.Preempted as e:
+    print(e, file=sys.stderr, flush=True)  # Stopped on request, the work saved: a success.
+
+
+def _main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
   _maybe_initialize_distributed()
   cache_dir = _CACHE_DIR.value
@@ -61,10 +135,9 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   logging.info('process %d of %d; local devices: %s; global device count %d',
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
-  logging.info('config:\n%s', _CONFIG.value)
   experiment.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

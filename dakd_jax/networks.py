@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from dakd_jax import checkpointing
+from dakd_jax import errors
 from dakd_jax import models
 
 MODEL_FILE = 'model.json'
@@ -55,8 +56,9 @@ def _jitted_init(model, channels, sharding):
 def read_model_spec(directory):
   path = os.path.join(directory, MODEL_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: missing; a variables directory needs the model.json written '
-                            'by dakd_jax.tools.convert or by a finished stage')
+    raise errors.MissingPathError(
+        f'{path}: missing; a variables directory needs the model.json written '
+        'by dakd_jax.tools.convert or by a finished stage')
   with open(path) as f:
     return json.load(f)
 
@@ -83,13 +85,13 @@ def load_network(directory, expected_arch=None, reference=None):
   """
   spec = read_model_spec(directory)
   if expected_arch is not None and spec['arch'] != expected_arch:
-    raise ValueError(f'{directory}: holds a {spec["arch"]} but {expected_arch} was expected')
+    raise errors.UserError(f'{directory}: holds a {spec["arch"]} but {expected_arch} was expected')
   variables = checkpointing.load_variables(os.path.join(directory, VARIABLES_SUBDIR))
   variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
   if reference is not None:
     got = jax.tree.map(lambda x: tuple(x.shape), variables)
     want = jax.tree.map(lambda x: tuple(x.shape), dict(reference))
     if got != want:
-      raise ValueError(f'{directory}: variables do not match the configured {spec["arch"]} '
-                       f'(options {spec["options"]}); check width/aux_tap/num_classes')
+      raise errors.UserError(f'{directory}: variables do not match the configured {spec["arch"]} '
+                             f'(options {spec["options"]}); check width/aux_tap/num_classes')
   return spec, variables

@@ -13,6 +13,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
+from dakd_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -41,8 +43,8 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_divisible(global_batch: int, mesh: Mesh, key: str = "batch_size") -> None:
   """Raises if `global_batch` (config key `key`) cannot be split evenly over the mesh devices."""
   if global_batch <= 0 or global_batch % mesh.size:
-    raise ValueError(f"config.{key}={global_batch} must be a positive multiple of the "
-                     f"{mesh.size} devices of the '{DATA_AXIS}' mesh")
+    raise errors.UserError(f"config.{key}={global_batch} must be a positive multiple of the "
+                           f"{mesh.size} devices of the '{DATA_AXIS}' mesh")
 
 
 def _is_host_only(x: np.ndarray) -> bool:

@@ -23,12 +23,14 @@ from typing import Any
 import jax
 
 from dakd_jax import config as config_lib
+from dakd_jax import errors
 from dakd_jax import methods
 from dakd_jax import networks
 from dakd_jax import optim
 from dakd_jax.data import pipeline as data_pipeline
 
 STAGE_FILE = 'stage.json'
+CONFIG_RECORD = 'stage_config.json'  # The settings the stage ran with.
 EXPORT_SUBDIR = 'export'
 PLAYERS_SUBDIR = 'players'
 
@@ -96,14 +98,58 @@ def read_record(directory):
     return json.load(f)
 
 
-def mark_complete(directory, record):
-  """Writes `stage.json` last, atomically: the stage will be skipped from now on."""
+def _write_json(path, obj):
+  """Writes `obj` as JSON to `path` atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
-  tmp = os.path.join(directory, STAGE_FILE + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp, os.path.join(directory, STAGE_FILE))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def mark_complete(directory, record):
+  """Writes `stage.json` last, atomically: the stage will be skipped from now on."""
+  _write_json(os.path.join(directory, STAGE_FILE), record)
+
+
+def check_config_record(directory, name, fields, *, allow_longer=False):
+  """Records the settings a stage runs with; refuses to reuse its directory with others.
+
+  Args:
+    directory: the stage directory.
+    name: the stage name (for the message).
+    fields: `{dotted key: JSON value}` of every setting that changes what the stage trains.
+    allow_longer: accept a record that differs only by a smaller `num_steps`: training goes on
+      to the new step count from the stage's last checkpoint.
+
+  Returns:
+    Whether the stage must train further than its record (only with `allow_longer`).
+
+  Raises:
+    errors.UserError: the record differs; one line with the differences.
+  """
+  path = os.path.join(directory, CONFIG_RECORD)
+  fields = json.loads(json.dumps(fields))  # Tuples as lists, as read back.
+  if not os.path.exists(path):
+    _write_json(path, fields)
+    return False
+  with open(path) as f:
+    recorded = json.load(f)
+  diff = [k for k in sorted(set(recorded) | set(fields)) if recorded.get(k) != fields.get(k)]
+  if not diff:
+    return False
+  longer = diff == ['stage.num_steps'] and fields['stage.num_steps'] > recorded['stage.num_steps']
+  if longer and allow_longer:
+    _write_json(path, fields)
+    return True
+  shown = '; '.join(f'{k}: {recorded.get(k)!r} -> {fields.get(k)!r}' for k in diff[:3])
+  more = f' (and {len(diff) - 3} more)' if len(diff) > 3 else ''
+  hint = (', or set --config.train.allow_longer=True to train on to the new num_steps'
+          if longer else '')
+  raise errors.UserError(
+      f'stages.{name}: {directory} was run with other settings ({shown}{more}); use another '
+      f'--workdir or delete that directory{hint}')
 
 
 def network_spec(config, name):
@@ -135,17 +181,17 @@ class _Resolver:
     """The stage a 'stage:<name>' reference names, once checked to exist in time; else None."""
     if not ref.startswith(config_lib.STAGE_REF):
       if not os.path.isdir(ref):
-        raise ValueError(f'config.{key}: expected a variables directory or '
-                         f"'{config_lib.STAGE_REF}<name>', got {ref!r}")
+        raise errors.UserError(f'config.{key}: expected a variables directory or '
+                               f"'{config_lib.STAGE_REF}<name>', got {ref!r}")
       return None
     name = ref[len(config_lib.STAGE_REF):]
     if name not in self.config.stages:
-      raise ValueError(f'config.{key}: {ref!r} names no stage of config.stages '
-                       f'({", ".join(self.config.stages)})')
+      raise errors.UserError(f'config.{key}: {ref!r} names no stage of config.stages '
+                             f'({", ".join(self.config.stages)})')
     earlier = name in self.order and self.order.index(name) < self.order.index(consumer)
     if (not earlier and not self.config.stages[name].trained
         and not is_complete(stage_dir(self.workdir, name))):
-      raise ValueError(
+      raise errors.UserError(
           f'config.{key}: stage {name!r} has not run in {self.workdir} and does not run before '
           f'{consumer!r} in config.pipeline; add it to the pipeline, or give a variables '
           'directory instead')
@@ -164,8 +210,9 @@ class _Resolver:
     if name is None:
       return ref
     if self.config.stages[name].trained:
-      raise ValueError(f'config.{key}: stage {name!r} is given as trained, so it has no players '
-                       'here; give their directory instead')
+      raise errors.UserError(
+          f'config.{key}: stage {name!r} is given as trained, so it has no players '
+          'here; give their directory instead')
     return players_dir(self.workdir, name)
 
   def network(self, key, ref, consumer):
@@ -175,8 +222,9 @@ class _Resolver:
     if os.path.exists(os.path.join(directory, networks.MODEL_FILE)):
       return {'trained_by': None, **networks.read_model_spec(directory)}
     if name is None or self.config.stages[name].trained:
-      raise ValueError(f'config.{key}: {directory} holds no {networks.MODEL_FILE}; expected a '
-                       'variables directory written by dakd_jax.tools.convert or a finished stage')
+      raise errors.UserError(
+          f'config.{key}: {directory} holds no {networks.MODEL_FILE}; expected a '
+          'variables directory written by dakd_jax.tools.convert or a finished stage')
     stage = self.config.stages[name]  # A stage that has not run yet.
     method = methods.create(stage.method, stage.options.to_dict())
     return {**network_spec(self.config, stage.network), 'trained_by': {
@@ -196,16 +244,18 @@ def build(config, name, workdir, order):
                           method_key=f'config.{key}.method')
   config_lib.check_one_of(f'{key}.network', cfg.network, tuple(config.networks))
   if cfg.batch_size < 1:
-    raise ValueError(f'config.{key}.batch_size: expected a positive int, got {cfg.batch_size!r}')
+    raise errors.UserError(
+        f'config.{key}.batch_size: expected a positive int, got {cfg.batch_size!r}')
   if cfg.num_steps < 1 or cfg.schedule_steps < 0 or 0 < cfg.schedule_steps < cfg.num_steps:
-    raise ValueError(f'config.{key}.schedule_steps: expected 0 (= num_steps) or a poly horizon '
-                     f'>= num_steps={cfg.num_steps} >= 1, got {cfg.schedule_steps!r}')
+    raise errors.UserError(
+        f'config.{key}.schedule_steps: expected 0 (= num_steps) or a poly horizon '
+        f'>= num_steps={cfg.num_steps} >= 1, got {cfg.schedule_steps!r}')
   if set(cfg.frozen) != set(method.frozen):
-    raise ValueError(f'config.{key}.frozen: method {method.name!r} needs exactly '
-                     f'{sorted(method.frozen)}, got {sorted(cfg.frozen)}')
+    raise errors.UserError(f'config.{key}.frozen: method {method.name!r} needs exactly '
+                           f'{sorted(method.frozen)}, got {sorted(cfg.frozen)}')
   trained = cfg.trained
   if trained and not os.path.isdir(trained):
-    raise ValueError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
+    raise errors.UserError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
   init = config.networks[cfg.network].init
   if cfg.init:
     init = resolve.output(f'{key}.init', cfg.init, name)
@@ -213,7 +263,8 @@ def build(config, name, workdir, order):
     init_record = resolve.network(f'{key}.init', cfg.init, name)['trained_by'] if cfg.init else None
     reason = method.check_init(init_record)
     if reason:
-      raise ValueError(f'config.{key}.init: {reason}; set it to a suitable stage or directory')
+      raise errors.UserError(
+          f'config.{key}.init: {reason}; set it to a suitable stage or directory')
   return StageSpec(
       name=name, row=cfg.row, method=method, network=network_spec(config, cfg.network),
       batch_size=cfg.batch_size, source=_stream(config, f'{key}.source', cfg.source),

@@ -18,8 +18,10 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from dakd_jax import losses
 from dakd_jax.methods import base
 from dakd_jax.state import TrainState
 
@@ -107,7 +109,9 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   (total, (terms, batch_stats, player_inputs)), grads = grad_fn(
       state.network.params, state, program, batch, frozen_outputs)
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
-             'grad_norm/network': optax.global_norm(grads)}
+             'grad_norm/network': optax.global_norm(grads),
+             # Fraction of the global batch's source label pixels that are ignored.
+             'data/source_ignored': jnp.mean(batch['source_label'] == losses.IGNORE_LABEL)}
 
   players = {}
   for name, module in program.players.items():

@@ -18,9 +18,11 @@ import jax
 import tqdm
 
 from dakd_jax import checkpointing
+from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax import networks as networks_lib
 from dakd_jax import optim
+from dakd_jax import preemption
 from dakd_jax import selection
 from dakd_jax import sharding
 from dakd_jax import stages as stages_lib
@@ -168,9 +170,29 @@ def _check_finite(metrics, step, manager):
   bad = {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
   if bad:
     last = checkpointing.latest_step(manager)
-    raise FloatingPointError(
-        f'non-finite values at step {step}: {bad}; the run stopped and the last good checkpoint '
-        f'(step {last}) is kept in {manager.directory}')
+    kept = (f'its last checkpoint, step {last}, whose losses were finite, is kept in '
+            f'{manager.directory}' if last is not None else
+            'no checkpoint had been written, so a rerun starts the stage afresh')
+    raise FloatingPointError(f'non-finite values at step {step}: {bad}; the run stopped and '
+                             f'{kept}')
+
+
+IGNORED_WARNING = 0.5  # Warn when more of a batch's source label pixels than this are ignored.
+
+
+def _check_labels(metrics, step, stage, warned):
+  """Stops on a source batch whose labels all map to ignore; warns once above the threshold."""
+  ignored = float(metrics['data/source_ignored'])
+  where = f'{stage.source.dataset} {stage.source.split} labels ({stage.source.root})'
+  if ignored >= 1.0:
+    raise errors.UserError(
+        f'{where}: every pixel of the batch at step {step} maps to ignore (255), so there is '
+        'nothing to learn; the labels are not in the expected id space')
+  if ignored > IGNORED_WARNING and not warned:
+    logging.warning('%s: %.0f%% of the label pixels of the batch at step %d map to ignore (255)',
+                    where, 100 * ignored, step)
+    return True
+  return warned
 
 
 def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
@@ -202,9 +224,9 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
   manager = checkpointing.make_checkpoint_manager(
       os.path.join(stage_dir, 'checkpoints'), max_to_keep=run.max_to_keep,
       save_interval_steps=1)
-  start = checkpointing.latest_step(manager) or 0
-  if start:
-    state = checkpointing.restore_checkpoint(manager, state, iterators, step=start)
+  restored, start = checkpointing.restore_newest_readable(manager, state, iterators)
+  if restored is not None:
+    state = restored
     logging.info('resumed from step %d of %s', start, stage_dir)
   oracle = (selection.OracleSelection(stage_dir, stage.network, start)
             if evaluate is not None else None)
@@ -219,40 +241,49 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
                   desc=stage.name, dynamic_ncols=True)
   t0 = time.time()
   input_s, logged = 0.0, start  # Time the loop waited for batches since the last log.
-  try:
-    for step in range(start, num_steps):
-      t_input = time.perf_counter()
-      source = next(iterators['source_iter'])
-      batch = {'source_image': source['image'], 'source_label': source['label']}
-      if 'target_iter' in iterators:
-        batch['target_image'] = next(iterators['target_iter'])['image']
-      input_s += time.perf_counter() - t_input
-      with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, metrics = built.step_fn(state, batch, built.frozen_variables)
-      bar.update(1)
-      done = step + 1
-      last = done == num_steps
-      if done % run.log_every == 0 or last or done % run.checkpoint_every == 0:
-        host_metrics = jax.device_get(metrics)
-        _check_finite(host_metrics, done, manager)
-        host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
-        host_metrics['perf/input_wait_s_per_step'] = input_s / (done - logged)
-        input_s, logged = 0.0, done
-        writer.write_scalars(done, host_metrics)
-        bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
-      if done % run.checkpoint_every == 0 or last:
-        checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
-      if oracle is not None and (last or done % run.eval_every == 0):
-        oracle.record(done, evaluate(state.network.variables), state.network.variables)
-  finally:
-    # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
-    # finished work is lost, and the next run resumes from it.
-    bar.close()
-    for it in iterators.values():
-      it.close()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+  warned_ignored = False
+  with preemption.StopOnSignal() as stop:
+    try:
+      for step in range(start, num_steps):
+        t_input = time.perf_counter()
+        source = next(iterators['source_iter'])
+        batch = {'source_image': source['image'], 'source_label': source['label']}
+        if 'target_iter' in iterators:
+          batch['target_image'] = next(iterators['target_iter'])['image']
+        input_s += time.perf_counter() - t_input
+        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+          state, metrics = built.step_fn(state, batch, built.frozen_variables)
+        bar.update(1)
+        done = step + 1
+        last = done == num_steps
+        if done % run.log_every == 0 or last or done % run.checkpoint_every == 0:
+          host_metrics = jax.device_get(metrics)
+          _check_finite(host_metrics, done, manager)
+          warned_ignored = _check_labels(host_metrics, done, stage, warned_ignored)
+          host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
+          host_metrics['perf/input_wait_s_per_step'] = input_s / (done - logged)
+          input_s, logged = 0.0, done
+          writer.write_scalars(done, host_metrics)
+          bar.set_postfix(loss=f"{float(host_metrics['loss/total']):.4f}")
+        saved = False
+        if done % run.checkpoint_every == 0 or last:
+          saved = checkpointing.save_checkpoint(manager, done, state, iterators, force=last)
+        if oracle is not None and (last or done % run.eval_every == 0):
+          oracle.record(done, evaluate(state.network.variables), state.network.variables)
+        if not last and stop.requested(done):
+          if not saved:
+            _check_finite(jax.device_get(metrics), done, manager)
+            checkpointing.save_checkpoint(manager, done, state, iterators, force=True)
+          raise preemption.Preempted(stage.name, done, stop.reason)
+    finally:
+      # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
+      # finished work is lost, and the next run resumes from it.
+      bar.close()
+      for it in iterators.values():
+        it.close()
+      manager.wait_until_finished()
+      manager.close()
+      writer.close()
 
   for name, player in stage.method.players(stage.network['num_classes']).items():
     networks_lib.save_network(os.path.join(stage_dir, stages_lib.PLAYERS_SUBDIR, name),

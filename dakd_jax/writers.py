@@ -32,13 +32,13 @@ def _json_value(value: float) -> float | None:
   return value if math.isfinite(value) else None
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   """Nested mappings (e.g. a ConfigDict's `to_dict()`) -> {'a.b': value}."""
   flat = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      flat.update(_flatten(value, name + "."))
+      flat.update(flatten(value, name + "."))
     else:
       flat[name] = value
   return flat
@@ -73,10 +73,12 @@ class MetricWriter:
       return
     step = int(step)
     values = {name: _scalar(v) for name, v in scalars.items()}
-    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+    # Debug level: the console keeps the progress bar; the values are in the files.
+    logging.debug("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
     record = {"step": step, "time": time.time()}
     record.update({k: _json_value(v) for k, v in values.items()})
     self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
+    self._jsonl.flush()  # A killed run keeps every logged line.
     for name, value in values.items():
       self._tb.add_scalar(name, value, global_step=step)
 
@@ -84,8 +86,7 @@ class MetricWriter:
     """Records the (possibly nested) hyper-parameters: `hparams.json` and the TB hparams tab."""
     if not self._enabled:
       return
-    flat = {k: _hparam_value(v) for k, v in _flatten(hparams).items()}
-    logging.info("hparams: %s", flat)
+    flat = {k: _hparam_value(v) for k, v in flatten(hparams).items()}
     with open(os.path.join(self._logdir, HPARAMS_FILE), "w", encoding="utf-8") as f:
       json.dump(flat, f, indent=2, sort_keys=True)
     # Into this run's own event file (tensorboardX's add_hparams would open a sub-run).

@@ -349,3 +349,19 @@ def test_imagenet_normalization(gta5, data_dir):
 def test_denormalize_inverts_normalize(mode):
   rgb = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
   np.testing.assert_array_equal(transforms.denormalize(transforms.normalize(rgb, mode), mode), rgb)
+
+
+def test_changed_source_files_are_prepared_again(gta5, data_dir, caplog):
+  c = cfg('gta5', gta5)
+  pipeline.prepare(c, data_dir)
+  pipeline._VERIFIED.clear()  # A new process.
+  label = gta5 / 'labels' / '00001.png'
+  corrected = np.zeros_like(np.asarray(Image.open(label)))
+  Image.fromarray(corrected).save(label)  # A label corrected on disk.
+  with caplog.at_level('WARNING'):
+    builder = pipeline.prepare(c, data_dir)
+  assert 'changed since they were prepared' in caplog.text
+  assert builder.info.splits['train'].num_examples == 6
+  records = builder.as_data_source('train')
+  stored = next(r['label'] for r in records if r['name'] in ('00001', b'00001'))
+  np.testing.assert_array_equal(np.squeeze(stored), corrected)

@@ -11,6 +11,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from dakd_jax import errors
+
 IGNORE_LABEL = 255
 
 
@@ -135,14 +137,15 @@ def read_synthia_label(path) -> np.ndarray:
   with open(path, 'rb') as f:
     data = f.read()
   if data[:8] != b'\x89PNG\r\n\x1a\n':
-    raise ValueError(f'{path}: not a PNG file (SYNTHIA labels are 16-bit PNGs)')
+    raise errors.UserError(f'{path}: not a PNG file (SYNTHIA labels are 16-bit PNGs)')
   width, height, depth, color_type = struct.unpack('>IIBB', data[16:26])
   if depth != 16:
     arr = np.asarray(Image.open(path))
     return (arr[..., 0] if arr.ndim == 3 else arr).astype(np.uint16)
   channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color_type)
   if channels is None or data[28] != 0:  # data[28] is the interlace method
-    raise ValueError(f'{path}: unsupported 16-bit PNG (colour type {color_type}, or interlaced)')
+    raise errors.UserError(
+        f'{path}: unsupported 16-bit PNG (colour type {color_type}, or interlaced)')
   rows = _png_unfilter(_png_idat(data), height, width * channels * 2, bpp=channels * 2)
   pixels = rows.reshape(height, width, channels, 2)
   return (pixels[..., 0, 0].astype(np.uint16) << 8) | pixels[..., 0, 1]  # big-endian channel 0

@@ -15,12 +15,14 @@ import dataclasses
 import logging
 import os
 import pathlib
+import shutil
 from typing import Any, Callable
 
 import grain
 import jax
 import tensorflow_datasets as tfds
 
+from dakd_jax import errors
 from dakd_jax.data import transforms
 from dakd_jax.data.builders import BUILDERS, OfficialLayoutBuilder
 
@@ -89,15 +91,22 @@ class EvalSet:
 def _builder_class(data: Stream | EvalSet) -> type[OfficialLayoutBuilder]:
   name = data.dataset
   if name not in BUILDERS:
-    raise ValueError(f'dataset: expected one of {sorted(BUILDERS)}, got {name!r}')
+    raise errors.UserError(f'dataset: expected one of {sorted(BUILDERS)}, got {name!r}')
   return BUILDERS[name]
 
 
-def prepare(data: Stream | EvalSet, data_dir) -> OfficialLayoutBuilder:
-  """Prepares (once) the TFDS array_record copy of `data.root` under `data_dir`.
+# (dataset, prepared copy, root) whose files this process has checked against the copy.
+_VERIFIED = set()
 
-  Idempotent and fast when already prepared: only the dataset_info is read. Data prepared from a
-  different root is an error rather than silently reused. Not safe to call from several processes
+
+def prepare(data: Stream | EvalSet, data_dir) -> OfficialLayoutBuilder:
+  """Prepares the TFDS array_record copy of `data.root` under `data_dir`, again if files changed.
+
+  The copy records a fingerprint of the source files (paths, sizes, modification times); when it
+  no longer matches (an image repaired, a label corrected, files added), the copy is prepared
+  again with a warning saying so. Otherwise fast: the dataset_info is read and the files listed
+  and stat'ed once per process. Data prepared from a different root is an error rather than
+  silently reused. Not safe to call from several processes
   on one shared `data_dir` at once: prepare on one process first.
   """
   cls = _builder_class(data)
@@ -106,9 +115,18 @@ def prepare(data: Stream | EvalSet, data_dir) -> OfficialLayoutBuilder:
   if builder.is_prepared():
     recorded = builder.info.metadata.get('root')
     if recorded is not None and recorded != str(root):
-      raise ValueError(f'{cls.name}: data under {builder.data_dir} was prepared from {recorded}, '
-                       f'not {root}; delete it or use another data_dir')
-    return builder
+      raise errors.UserError(f'{cls.name}: data under {builder.data_dir} was prepared from '
+                             f'{recorded}, not {root}; delete it or use another data_dir')
+    key = (cls.name, builder.data_dir, str(root))
+    if key in _VERIFIED:
+      return builder
+    if builder.info.metadata.get('fingerprint') == cls.fingerprint(root, cls.check_root(root)):
+      _VERIFIED.add(key)
+      return builder
+    logging.warning('%s: files under %s changed since they were prepared into %s (added, removed '
+                    'or modified): preparing them again', cls.name, root, builder.data_dir)
+    shutil.rmtree(builder.data_dir)
+    builder = cls(data_dir=os.fspath(data_dir), file_format='array_record')
   cls.check_root(root)  # one-line errors before TFDS's own, longer ones
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(root)))
@@ -120,8 +138,8 @@ def _data_source(data: Stream | EvalSet, data_dir):
   builder = prepare(data, data_dir)
   split = data.split
   if split.split('[')[0] not in builder.info.splits:  # 'train[:100]' slices are allowed
-    raise ValueError(f'{builder.name}: split {split!r} not found under {data.root} (found '
-                     f'{sorted(builder.info.splits)}); expected {type(builder).LAYOUT}')
+    raise errors.UserError(f'{builder.name}: split {split!r} not found under {data.root} (found '
+                           f'{sorted(builder.info.splits)}); expected {type(builder).LAYOUT}')
   mismatches = builder.info.metadata.get('size_mismatches', 0)
   if mismatches:
     logging.warning('%s: %d image/label pairs differ in size; their labels are resized to the '

@@ -17,6 +17,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from dakd_jax import errors
 from dakd_jax.data import labels
 
 # Caffe-style mean in B, G, R order on 0..255 values (AdaptSegNet/ADVENT/DAKD).
@@ -56,7 +57,7 @@ def _open(data: bytes, file: str, what: str) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
   except (OSError, SyntaxError, ValueError) as e:
-    raise ValueError(f'cannot decode {what} {file}: {e}') from e
+    raise errors.UserError(f'cannot decode {what} {file}: {e}') from e
   return image
 
 
@@ -77,12 +78,12 @@ class Decode(grain.transforms.Map):
     if image.mode != 'RGB':
       image = image.convert('RGB')
     if label.mode not in _LABEL_MODES:
-      raise ValueError(f'label {label_file} has mode {label.mode}; expected a single-channel '
-                       f'8-bit id map (mode L or P)')
+      raise errors.UserError(f'label {label_file} has mode {label.mode}; expected a single-channel '
+                             f'8-bit id map (mode L or P)')
     if label.size != image.size:
       if not self.allow_size_mismatch:
-        raise ValueError(f'image {image_file} is {image.size[0]}x{image.size[1]} but label '
-                         f'{label_file} is {label.size[0]}x{label.size[1]} (width x height)')
+        raise errors.UserError(f'image {image_file} is {image.size[0]}x{image.size[1]} but label '
+                               f'{label_file} is {label.size[0]}x{label.size[1]} (width x height)')
       label = label.resize(image.size, Image.NEAREST)
     return {'image': image, 'label': label, 'name': _text(record['name'])}
 

@@ -9,6 +9,7 @@ dataclass whose fields are its options) and add its class to `_CLASSES`.
 import dataclasses
 from typing import Any, Mapping
 
+from dakd_jax import errors
 from dakd_jax.methods.adaptsegnet import AdaptSegNet
 from dakd_jax.methods.advent import Advent
 from dakd_jax.methods.base import FrozenNetwork, Method, Player
@@ -25,7 +26,7 @@ __all__ = ['METHODS', 'FrozenNetwork', 'Method', 'Player', 'create', 'default_op
 
 def _method_class(name: str, key: str) -> type[Method]:
   if name not in METHODS:
-    raise ValueError(f'{key}: unknown method {name!r}; valid: {", ".join(METHODS)}')
+    raise errors.UserError(f'{key}: unknown method {name!r}; valid: {", ".join(METHODS)}')
   return METHODS[name]
 
 
@@ -54,9 +55,10 @@ def create(name: str, options: Mapping[str, Any], key: str = 'options',
   fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
   unknown = sorted(set(options) - set(fields))
   if unknown:
-    raise ValueError(f'{key}: unknown option(s) {unknown} for method {name!r}; valid: '
-                     f'{", ".join(fields)} (a config switching a stage to a method with other '
-                     'options sets them with dakd_jax.config.set_method)')
+    raise errors.UserError(
+        f'{key}: unknown option(s) {unknown} for method {name!r}; valid: {", ".join(fields)} (a '
+        'config switching a stage to a method with other options sets them with '
+        'dakd_jax.config.set_method)')
   kwargs = {}
   for option, value in options.items():
     default = fields[option].default
@@ -69,4 +71,4 @@ def create(name: str, options: Mapping[str, Any], key: str = 'options',
   try:
     return cls(**kwargs)
   except ValueError as e:
-    raise ValueError(f'{key}.{e}') from None
+    raise errors.UserError(f'{key}.{e}') from None

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
@@ -28,7 +29,7 @@ BODY, HEAD, FROZEN = 'body', 'head', 'frozen'
 def model_options(name: str) -> tuple:
   """The option names `create_model(name, ...)` accepts besides `num_classes`."""
   if name not in _REGISTRY:
-    raise ValueError(f'unknown model {name!r}; valid: {", ".join(MODEL_NAMES)}')
+    raise errors.UserError(f'unknown model {name!r}; valid: {", ".join(MODEL_NAMES)}')
   reserved = {'parent', 'name', 'num_classes', 'arch'}
   return tuple(f.name for f in dataclasses.fields(_REGISTRY[name][0])
                if f.init and f.name not in reserved)
@@ -44,7 +45,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   valid = model_options(name)
   unknown = sorted(set(options) - set(valid))
   if unknown:
-    raise ValueError(f'unknown option(s) {unknown} for model {name!r}; valid: {", ".join(valid)}')
+    raise errors.UserError(
+        f'unknown option(s) {unknown} for model {name!r}; valid: {", ".join(valid)}')
   cls, defaults = _REGISTRY[name]
   kwargs = {**defaults, **options}
   if 'dtype' in kwargs:

@@ -13,11 +13,14 @@ Every example holds:
 """
 
 import abc
+import hashlib
 import logging
 import pathlib
 
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from dakd_jax import errors
 
 Pair = tuple[pathlib.Path, pathlib.Path]  # (image file, label file)
 
@@ -45,16 +48,32 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
     """`find_pairs` with one-line errors for a missing root, no images, or a missing label file."""
     root = pathlib.Path(root)
     if not root.is_dir():
-      raise FileNotFoundError(f'{cls.name}: root {root} does not exist; expected {cls.LAYOUT}')
+      raise errors.MissingPathError(
+          f'{cls.name}: root {root} does not exist; expected {cls.LAYOUT}')
     splits = {s: pairs for s, pairs in cls.find_pairs(root).items() if pairs}
     if not splits:
-      raise FileNotFoundError(f'{cls.name}: no images found under {root}; expected {cls.LAYOUT}')
+      raise errors.MissingPathError(
+          f'{cls.name}: no images found under {root}; expected {cls.LAYOUT}')
     for pairs in splits.values():
       for image, label in pairs:
         if not label.is_file():
-          raise FileNotFoundError(f'{cls.name}: label {label} for image {image} is missing; '
-                                  f'expected {cls.LAYOUT}')
+          raise errors.MissingPathError(f'{cls.name}: label {label} for image {image} is missing; '
+                                        f'expected {cls.LAYOUT}')
     return splits
+
+  @classmethod
+  def fingerprint(cls, root, splits: dict[str, list[Pair]]) -> str:
+    """sha256 over every pair's paths (relative to `root`), byte sizes and modification times:
+    changes whenever a file is added, removed, replaced or edited."""
+    digest = hashlib.sha256()
+    root = pathlib.Path(root)
+    for split in sorted(splits):
+      for pair in splits[split]:
+        for path in pair:
+          stat = path.stat()
+          digest.update(f'{split}|{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n'
+                        .encode())
+    return digest.hexdigest()
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -81,6 +100,7 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
                       'image with NEAREST at read time', self.name, mismatches)
     # Recorded so that a later `prepare` can tell which folder this data came from.
     self.info.metadata['root'] = str(root.resolve())
+    self.info.metadata['fingerprint'] = self.fingerprint(root, splits)
     self.info.metadata['size_mismatches'] = mismatches
     return {split: self._generate_examples(root, pairs) for split, pairs in splits.items()}
 
@@ -91,8 +111,9 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
       with Image.open(image) as im, Image.open(label) as lb:
         if im.size != lb.size:
           if not self.ALLOW_SIZE_MISMATCH:
-            raise ValueError(f'{self.name}: image {image} is {im.size[0]}x{im.size[1]} but label '
-                             f'{label} is {lb.size[0]}x{lb.size[1]} (width x height)')
+            raise errors.UserError(
+                f'{self.name}: image {image} is {im.size[0]}x{im.size[1]} but label '
+                f'{label} is {lb.size[0]}x{lb.size[1]} (width x height)')
           count += 1
     return count
 

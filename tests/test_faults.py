@@ -1,0 +1,191 @@
+"""The fault suite: user mistakes end in one line, damaged or interrupted runs lose nothing.
+
+Each case is a real process or a real file damaged at a real moment; `docs/reliability.md` lists
+them with what the user sees.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dakd_jax import errors
+from dakd_jax import experiment
+from dakd_jax import networks as networks_lib
+from dakd_jax import stages as stages_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, 'configs', 'tiny.py')
+
+
+def _main(args, devices=1, **kwargs):
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env.pop('DAKD_VERBOSE', None)
+  return subprocess.Popen([sys.executable, '-m', 'dakd_jax.main', *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _user_error_line(args, tmp_path):
+  proc = _main(list(args) + ['--workdir', str(tmp_path / 'run')])
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == errors.EXIT_USER_ERROR, err[-2000:]
+  assert 'Traceback' not in err, err[-2000:]
+  return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('args, expected', [
+    pytest.param(['--config', 'configs/nope.py'],
+                 'error: --config configs/nope.py: no such file', marks=pytest.mark.slow),
+    (['--config', TINY, '--config.stages.student.batch_sise=2'],
+     'error: config.stages.student.batch_sise: no such field; did you mean batch_size?'),
+    pytest.param(['--config', TINY, '--config.seed=abc'],
+                 'error: flag --config.seed=abc: invalid literal', marks=pytest.mark.slow),
+    pytest.param(['--config', TINY, '--config.roots.gta5=/no/such/dir'],
+                 "error: config.roots.gta5: expected an existing directory, got '/no/such/dir'",
+                 marks=pytest.mark.slow),
+])
+def test_config_mistakes_end_in_one_line(args, expected, tmp_path):
+  assert _user_error_line(args, tmp_path).startswith(expected)
+
+
+@pytest.mark.slow
+def test_verbose_keeps_the_traceback(tmp_path):
+  proc = _main(['--config', TINY, '--config.roots.gta5=/no/such/dir', '--verbose',
+                '--workdir', str(tmp_path)])
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode != 0 and 'Traceback' in err
+
+
+def test_stage_record_refuses_other_settings_and_extends_on_request(tmp_path):
+  fields = {'stage.num_steps': 10, 'stage.optim.lr': 0.01, 'seed': 0}
+  assert not stages_lib.check_config_record(str(tmp_path), 's', fields)
+  assert not stages_lib.check_config_record(str(tmp_path), 's', dict(fields))
+  with pytest.raises(errors.UserError, match=r"stages.s: .* \(stage.optim.lr: 0.01 -> 0.02\)"):
+    stages_lib.check_config_record(str(tmp_path), 's', {**fields, 'stage.optim.lr': 0.02})
+  longer = {**fields, 'stage.num_steps': 20}
+  with pytest.raises(errors.UserError, match='allow_longer=True'):
+    stages_lib.check_config_record(str(tmp_path), 's', longer)
+  assert stages_lib.check_config_record(str(tmp_path), 's', longer, allow_longer=True)
+  assert not stages_lib.check_config_record(str(tmp_path), 's', longer)  # Now the record.
+  with pytest.raises(errors.UserError, match='stage.num_steps: 20 -> 10'):  # Never shorter.
+    stages_lib.check_config_record(str(tmp_path), 's', fields, allow_longer=True)
+
+
+def _exported(workdir, stage='student'):
+  return networks_lib.load_network(stages_lib.export_dir(workdir, stage))[1]
+
+
+def _assert_same(a, b, atol=1e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=atol)
+
+
+@pytest.mark.slow
+def test_damaged_newest_checkpoint_falls_back_to_an_older_one(tiny_config, tmp_path, caplog):
+  six = {'stages.student.num_steps': 6}
+  experiment.run(tiny_config(**six), str(tmp_path / 'straight'))
+  damaged = str(tmp_path / 'damaged')
+  experiment.run(tiny_config(**six), damaged)
+  stage = stages_lib.stage_dir(damaged, 'student')
+  os.remove(os.path.join(stage, stages_lib.STAGE_FILE))  # As if killed before the export.
+  state_dir = os.path.join(stage, 'checkpoints', '6', 'state')
+  truncated = 0
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 64 and name != '_METADATA':
+        with open(path, 'r+b') as f:
+          f.truncate(os.path.getsize(path) // 2)
+        truncated += 1
+  assert truncated
+  with caplog.at_level('WARNING'):
+    experiment.run(tiny_config(**six), damaged)
+  assert 'checkpoint step 6 of' in caplog.text and 'is unreadable' in caplog.text
+  aside = os.path.join(stage, 'checkpoints.unreadable')
+  assert [n.split('.')[0] for n in os.listdir(aside)] == ['6']  # Moved aside, not deleted.
+  _assert_same(_exported(str(tmp_path / 'straight')), _exported(damaged))
+
+
+@pytest.mark.slow
+def test_changed_config_of_a_finished_stage_is_refused_then_extended(tiny_config, tmp_path):
+  workdir = str(tmp_path)
+  experiment.run(tiny_config(), workdir)
+  with pytest.raises(errors.UserError, match=r'stage.optim.lr: 0.01 -> 0.02'):
+    experiment.run(tiny_config(**{'stages.student.optim.lr': 0.02}), workdir)
+  experiment.run(tiny_config(**{'stages.student.num_steps': 4, 'train.allow_longer': True}),
+                 workdir)
+  record = stages_lib.read_record(stages_lib.stage_dir(workdir, 'student'))
+  assert record['step'] == 4
+  with open(os.path.join(workdir, 'student', 'metrics.jsonl')) as f:
+    assert [json.loads(line)['step'] for line in f] == [2, 4]
+
+
+@pytest.mark.slow
+def test_unknown_label_ids_stop_the_run_with_one_line(tiny_config, synthetic_root, tmp_path):
+  # A copy of the target whose validation labels hold only 'unlabeled' (id 0 -> ignore).
+  import shutil  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  target = tmp_path / 'cityscapes'
+  shutil.copytree(os.path.join(synthetic_root, 'cityscapes'), target)
+  for root, _, files in os.walk(target / 'gtFine' / 'val'):
+    for name in files:
+      if name.endswith('_labelIds.png'):
+        path = os.path.join(root, name)
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(path)))).save(path)
+  config = tiny_config(**{'roots.cityscapes': str(target), 'data_dir': str(tmp_path / 'tfds')})
+  with pytest.raises(errors.UserError, match='every label pixel of the 6 evaluated images maps '
+                     r'to ignore \(255\)'):
+    experiment.run(config, str(tmp_path / 'run'))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_names_a_finite_checkpoint(tiny_config, tmp_path):
+  config = tiny_config(**{'stages.student.num_steps': 8, 'stages.student.optim.lr': 1e6})
+  with pytest.raises(FloatingPointError, match='non-finite values at step') as info:
+    experiment.run(config, str(tmp_path))
+  message = str(info.value)
+  assert ('whose losses were finite' in message) != ('no checkpoint had been written' in message)
+  with open(os.path.join(tmp_path, 'student', 'metrics.jsonl')) as f:
+    logged = [json.loads(line) for line in f]  # Flushed: readable right after the failure.
+  assert all(v is None or np.isfinite(v) for r in logged for v in r.values())
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tiny_config, synthetic_root,
+                                                           tfds_dir, tmp_path):
+  experiment.prepare_inputs(tiny_config(), str(tmp_path / 'prepare'))
+  common = ['--config', TINY, f'--config.roots.gta5={synthetic_root}/gta5',
+            f'--config.roots.cityscapes={synthetic_root}/cityscapes',
+            f'--config.data_dir={tfds_dir}', '--config.stages.student.num_steps=40',
+            '--config.train.checkpoint_every=1000', '--config.train.log_every=1']
+  straight = _main(common + ['--workdir', str(tmp_path / 'straight')], devices=8)
+  _, err = straight.communicate(timeout=600)
+  assert straight.returncode == 0, err[-3000:]
+
+  stopped = str(tmp_path / 'stopped')
+  proc = _main(common + ['--workdir', stopped], devices=8)
+  metrics = os.path.join(stopped, 'student', 'metrics.jsonl')
+  deadline = time.time() + 600
+  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert 'student: stopped by SIGTERM after step' in err
+  assert not stages_lib.is_complete(stages_lib.stage_dir(stopped, 'student'))
+  step = int(err.split('stopped by SIGTERM after step ')[1].split(';')[0])
+  assert 0 < step < 40
+  assert os.path.isdir(os.path.join(stopped, 'student', 'checkpoints', str(step)))
+
+  resumed = _main(common + ['--workdir', stopped], devices=8)
+  _, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err[-3000:]
+  _assert_same(_exported(str(tmp_path / 'straight')), _exported(stopped))
