@@ -21,10 +21,12 @@ import numpy as np
 from PIL import Image
 
 from dakd_jax import config as config_lib
+from dakd_jax import errors
 from dakd_jax import evaluate as evaluate_lib
 from dakd_jax import metrics as metrics_lib
 from dakd_jax import networks as networks_lib
 from dakd_jax import selection
+from dakd_jax import sharding
 from dakd_jax import stages as stages_lib
 from dakd_jax import train as train_lib
 from dakd_jax import writers
@@ -80,16 +82,30 @@ def prepare_inputs(config, workdir):
     multihost_utils.sync_global_devices('synthetic data')
   config_lib.validate(config)
   plan = stages_lib.plan(config, workdir) if config.mode == 'train' else []
-  needed = {stream.dataset: stream for s in plan for stream in (s.source, s.target)
-            if stream is s.source or s.method.uses_target}
-  needed[config.eval.dataset] = eval_set(config)
-  for dataset in needed:
+  mesh = sharding.make_mesh()
+  for stage in plan:
+    sharding.check_batch_divisible(stage.batch_size, mesh, f'stages.{stage.name}.batch_size')
+  streams = [stream for s in plan for stream in (s.source, s.target)
+             if stream is s.source or s.method.uses_target] + [eval_set(config)]
+  for dataset in {data.dataset for data in streams}:
     config_lib.check_root(dataset, config.roots[dataset])
   if jax.process_index() == 0:
-    for data in needed.values():
-      data_pipeline.prepare(data, config.data_dir)
+    _check_all(data_pipeline.check, streams, config.data_dir)
   multihost_utils.sync_global_devices('datasets prepared')
   return plan
+
+
+def _check_all(check, items, *args):
+  """Calls `check(item, *args)` for every distinct item; all user errors in one line."""
+  problems = []
+  for item in dict.fromkeys(items):  # Ordered, without repeats.
+    try:
+      check(item, *args)
+    except errors.UserError as e:
+      problems.append(str(e))
+  if problems:
+    count = f'{len(problems)} problems: ' if len(problems) > 1 else ''
+    raise errors.UserError(count + ' | '.join(dict.fromkeys(problems)))
 
 
 # Run-level fields that change what every stage trains (paths, logging and evaluation do not).

@@ -162,8 +162,9 @@ def test_cli_refuses_pickled_module_without_trust(tmp_path, capsys):
           str(tmp_path / 'd'), '--num-classes', '3', '--ndf', '4']
   with pytest.raises(SystemExit) as info:
     convert.main(argv)
-  message = str(info.value)
-  assert '--trust-pickle' in message and str(path) in message and '\n' not in message
+  message = capsys.readouterr().err
+  assert info.value.code == 2 and message.startswith('error: ')
+  assert '--trust-pickle' in message and str(path) in message and message.count('\n') == 1
   assert not os.path.exists(tmp_path / 'd')
   convert.main(argv + ['--trust-pickle'])
   _, variables = networks.load_network(str(tmp_path / 'd'), expected_arch='fc_discriminator')
@@ -172,7 +173,21 @@ def test_cli_refuses_pickled_module_without_trust(tmp_path, capsys):
   assert 'wrote fc_discriminator' in capsys.readouterr().out
 
 
-def test_cli_missing_file_is_one_line_error(tmp_path):
-  with pytest.raises(SystemExit, match='no such checkpoint file'):
+def test_cli_missing_file_is_one_line_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as info:
     convert.main(['--model', 'drn_d_22', '--torch-checkpoint', str(tmp_path / 'nope.pth'),
                   '--out', str(tmp_path / 'o')])
+  assert info.value.code == 2 and 'no such checkpoint file' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('trust', [False, True])
+def test_cli_garbage_file_is_not_a_pickle_question(tmp_path, capsys, trust):
+  path = tmp_path / 'garbage.pth'
+  path.write_bytes(b'this is not a checkpoint at all' * 10)
+  with pytest.raises(SystemExit) as info:
+    convert.main(['--model', 'drn_d_22', '--torch-checkpoint', str(path),
+                  '--out', str(tmp_path / 'o')] + (['--trust-pickle'] if trust else []))
+  message = capsys.readouterr().err
+  assert info.value.code == 2 and message.count('\n') == 1
+  assert 'not a PyTorch checkpoint that torch.load can read' in message
+  assert '--trust-pickle' not in message

@@ -19,6 +19,7 @@ from dakd_jax import errors
 from dakd_jax import experiment
 from dakd_jax import networks as networks_lib
 from dakd_jax import stages as stages_lib
+from dakd_jax.data import pipeline as data_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'configs', 'tiny.py')
@@ -189,3 +190,34 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tiny_config, synthet
   _, err = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, err[-3000:]
   _assert_same(_exported(str(tmp_path / 'straight')), _exported(stopped))
+
+
+@pytest.mark.slow
+def test_missing_eval_split_and_bad_batch_are_reported_before_training(tiny_config, tmp_path):
+  config = tiny_config(**{'eval.split': 'test', 'stages.student.batch_size': 3})
+  with pytest.raises(errors.UserError, match=r'stages.student.batch_size=3 must be a positive '
+                     'multiple of the 8 devices'):
+    experiment.run(config, str(tmp_path))
+  config = tiny_config(**{'eval.split': 'test'})
+  with pytest.raises(errors.UserError, match="cityscapes: split 'test' not found"):
+    experiment.run(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(tmp_path, 'student', 'metrics.jsonl'))  # No step ran.
+
+
+@pytest.mark.slow
+def test_truncated_image_is_named_then_its_repair_is_picked_up(tiny_config, synthetic_root,
+                                                                tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'gta5'
+  shutil.copytree(os.path.join(synthetic_root, 'gta5'), source)
+  image = sorted((source / 'images').iterdir())[-1]  # Not the first: read mid-epoch.
+  original = image.read_bytes()
+  image.write_bytes(original[:len(original) // 3])
+  config = lambda: tiny_config(**{'roots.gta5': str(source), 'data_dir': str(tmp_path / 'tfds'),
+                                  'stages.student.num_steps': 4})
+  with pytest.raises(errors.UserError, match=f'cannot decode image images/{image.name}'):
+    experiment.run(config(), str(tmp_path / 'run'))
+  image.write_bytes(original)  # Repaired on disk: the prepared copy must follow.
+  data_pipeline._VERIFIED.clear()  # A new process.
+  experiment.run(config(), str(tmp_path / 'run'))
+  assert stages_lib.is_complete(stages_lib.stage_dir(str(tmp_path / 'run'), 'student'))

@@ -148,6 +148,15 @@ def _data_source(data: Stream | EvalSet, data_dir):
   return builder.as_data_source(split, decoders={'image': skip, 'label': skip}), type(builder)
 
 
+def check(data: Stream | EvalSet, data_dir) -> None:
+  """Raises, before any training, the one-line error a later read of `data` would: a missing or
+  empty split, or a first image/label pair that does not decode to an RGB image and an id map."""
+  source, builder_cls = _data_source(data, data_dir)
+  if not len(source):  # pylint: disable=g-explicit-length-test
+    raise errors.UserError(f'{data.dataset}: split {data.split!r} under {data.root} is empty')
+  transforms.Decode(allow_size_mismatch=builder_cls.ALLOW_SIZE_MISMATCH).map(source[0])
+
+
 def num_examples(data: Stream | EvalSet, *, data_dir) -> int:
   """Number of examples in `data.split` (prepares the dataset if needed)."""
   return len(_data_source(data, data_dir)[0])

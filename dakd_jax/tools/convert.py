@@ -18,7 +18,6 @@ architecture and options), the format training reads with `--config.<network>.in
 
 import argparse
 import os
-import pickle
 import re
 import sys
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax.models import drn
 
@@ -171,14 +171,17 @@ def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> Dict[str, np
   """
   import torch  # pylint: disable=g-import-not-at-top  (optional extra)
   if not os.path.isfile(path):
-    raise ValueError(f'{path}: no such checkpoint file')
+    raise errors.MissingPathError(f'{path}: no such checkpoint file')
   try:
     obj = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
-  except pickle.UnpicklingError as e:
-    raise ValueError(
-        f'{path}: holds pickled Python objects, not a plain state_dict ({type(e).__name__}); '
-        'if you trust its source, re-run with --trust-pickle (unpickling runs arbitrary code)'
-    ) from None
+  except Exception as e:  # pylint: disable=broad-except  (torch raises many kinds on bad files)
+    text = ' '.join(str(e).split())
+    if not trust_pickle and 'Weights only load failed' in text:
+      raise errors.UserError(
+          f'{path}: holds pickled Python objects, not a plain state_dict; if you trust its '
+          'source, re-run with --trust-pickle (unpickling runs arbitrary code)') from None
+    raise errors.UserError(f'{path}: not a PyTorch checkpoint that torch.load can read '
+                           f'({type(e).__name__}: {text[:160]})') from None
   return _normalise_state_dict(obj)
 
 
@@ -208,7 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     variables = torch_to_flax(state, args.model, num_classes=args.num_classes, seed=args.seed,
                               **options)
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
   # The same variables directory a finished stage exports: `--config.<net>.init` reads it.
   networks.save_network(args.out, {'arch': args.model, 'num_classes': args.num_classes,
                                    'options': options}, variables)
