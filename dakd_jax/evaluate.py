@@ -38,11 +38,31 @@ GRID_TILES = ('input', 'label', 'pred')
 GRID_TITLES = ('input', 'ground truth', 'prediction')
 
 
+def main_logits(model, variables, images, size):
+  """The main head's logits at `size`: float32 `[N, H, W, C]`.
+
+  Args:
+    model: a segmentation model (`networks.create_segmentation_model`).
+    variables: its `{'params', 'batch_stats'}` (BatchNorm in inference mode).
+    images: float32 `[N, h, w, 3]`, normalised as the network was trained.
+    size: (H, W), e.g. the label's or the original image's resolution (may be symbolic).
+
+  The network's main logits (output stride 8) are cast to float32 and upsampled align-corners
+  bilinear to `size`.
+  """
+  outputs = model.apply(variables, images, train=False)
+  return resize_align_corners(outputs['main'].astype(jnp.float32), size)
+
+
+def predict_classes(model, variables, images, size):
+  """The evaluation's prediction: uint8 train ids `[N, H, W]`, the arg-max over classes of
+  `main_logits(model, variables, images, size)`."""
+  return jnp.argmax(main_logits(model, variables, images, size), axis=-1).astype(jnp.uint8)
+
+
 def eval_step(model, num_classes, variables, images, labels):
   """Main-head prediction at label resolution and its confusion matrix (over the global batch)."""
-  outputs = model.apply(variables, images, train=False)
-  logits = resize_align_corners(outputs['main'].astype(jnp.float32), labels.shape[1:3])
-  pred = jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+  pred = predict_classes(model, variables, images, labels.shape[1:3])
   return metrics_lib.confusion_matrix(pred, labels, num_classes), pred
 
 

@@ -102,3 +102,22 @@ def test_read_synthia_label_keeps_16_bit_channel_0(tmp_path):
   out = labels.read_synthia_label(path)
   assert out.dtype == np.uint16
   np.testing.assert_array_equal(out, rgb[..., 0])
+
+
+def test_label_ids_of_train_ids_follow_cityscapesscripts():
+  train_ids = np.array([[0, 10, 18], [255, 19, 13]], np.uint8)
+  assert labels.to_label_ids(train_ids).tolist() == [
+      [cs_labels.trainId2label[0].id, cs_labels.trainId2label[10].id,
+       cs_labels.trainId2label[18].id],
+      [0, 0, cs_labels.trainId2label[13].id]]  # Ignore and unknown: 'unlabeled', never scored.
+  every = np.arange(19, dtype=np.uint8)
+  np.testing.assert_array_equal(labels.ID_TO_TRAIN_ID[labels.to_label_ids(every)], every)
+
+
+def test_overlay_blends_the_palette_and_leaves_ignored_pixels_alone():
+  image = np.full((1, 3, 3), 100, np.uint8)
+  blended = labels.overlay(image, np.array([[0, 255, 13]], np.uint8), alpha=0.25)
+  expected_road = np.rint(0.75 * 100 + 0.25 * labels.PALETTE[0].astype(np.float64))
+  np.testing.assert_array_equal(blended[0, 0], expected_road)
+  np.testing.assert_array_equal(blended[0, 1], image[0, 1])
+  assert blended.dtype == np.uint8 and blended.shape == image.shape

@@ -170,6 +170,15 @@ def test_resize_align_corners_keeps_dtype_and_is_differentiable():
   np.testing.assert_allclose(float(grad.sum()), 13 * 7 * 2, rtol=1e-6)
 
 
+@pytest.mark.parametrize('in_size,out_size', [(5, 33), (9, 65), (128, 1024), (64, 1)])
+def test_align_corners_matrix_of_symbolic_sizes_equals_the_numpy_one(in_size, out_size):
+  # The on-device construction used under jax.export's symbolic shapes; here with concrete sizes.
+  traced = jax.jit(layers._traced_align_corners_matrix, static_argnums=(0, 1, 2))(
+      in_size, out_size, jnp.float32)
+  np.testing.assert_array_equal(np.asarray(traced),
+                                layers._align_corners_matrix(in_size, out_size))
+
+
 # ------------------------------------------------------------------------------ BatchNorm
 
 def test_batchnorm_matches_torch_train_and_eval(torch):
@@ -356,3 +365,4 @@ def test_drn_reference_log_probs_are_upsampled_log_softmax(torch):
   np.testing.assert_allclose(main.exp().sum(1).numpy(), 1.0, rtol=1e-5)
   up = layers.resize_align_corners(jnp.asarray(_nhwc(logits_main)), (24, 40))
   np.testing.assert_allclose(jax.nn.log_softmax(up, -1), _nhwc(main), atol=1e-5)
+

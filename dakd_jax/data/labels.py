@@ -83,6 +83,11 @@ ID_TO_TRAIN_ID = _lut((l.id, l.train_id) for l in TRAIN_LABELS)
 # Train id -> train id, for masks already in train ids (BDD100K): anything >= 19 becomes 255.
 TRAIN_ID_TO_TRAIN_ID = _lut((t, t) for t in range(NUM_CLASSES))
 
+# Train id -> Cityscapes label id (cityscapesScripts' prediction format); ignore (255) -> 0,
+# 'unlabeled', which cityscapesScripts ignores in evaluation.
+TRAIN_ID_TO_ID = np.zeros(256, dtype=np.uint8)
+TRAIN_ID_TO_ID[[l.train_id for l in TRAIN_LABELS]] = [l.id for l in TRAIN_LABELS]
+
 # Which lookup maps a dataset's stored label space to train ids.
 LABEL_SPACE_LUTS = {'label_id': ID_TO_TRAIN_ID, 'train_id': TRAIN_ID_TO_TRAIN_ID}
 
@@ -97,6 +102,20 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
   table = np.zeros((256, 3), dtype=np.uint8)
   table[:NUM_CLASSES] = PALETTE
   return table[np.clip(train_ids, 0, 255).astype(np.int64)]
+
+
+def to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+  """Maps a train-id map (uint8, any shape) to Cityscapes label ids (uint8); 255 -> 0."""
+  return TRAIN_ID_TO_ID[train_ids]
+
+
+def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """Blends the colour prediction over the image: uint8 RGB [H, W, 3] and train ids [H, W] ->
+  uint8 RGB [H, W, 3], `(1 - alpha) * image + alpha * colour` (rounded); ignore keeps the image."""
+  colour = colorize(train_ids).astype(np.float32)
+  blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
+  blend = np.where((train_ids < NUM_CLASSES)[..., None], blend, image)
+  return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
 # --- SYNTHIA-RAND-CITYSCAPES -------------------------------------------------------------------

@@ -61,6 +61,17 @@ def _open(data: bytes, file: str, what: str) -> Image.Image:
   return image
 
 
+def decode_rgb(data: bytes, file: str) -> Image.Image:
+  """Encoded image bytes -> a fully decoded PIL RGB image; one-line ValueError naming `file`."""
+  image = _open(data, file, 'image')
+  return image if image.mode == 'RGB' else image.convert('RGB')
+
+
+def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+  """Resizes an image to `size` = (H, W) with PIL BICUBIC (the official loaders' resize)."""
+  return image.resize(_wh(size), Image.BICUBIC)
+
+
 @dataclasses.dataclass(frozen=True)
 class Decode(grain.transforms.Map):
   """A stored record (encoded bytes, see builders/official.py) -> PIL 'image', 'label', 'name'.
@@ -73,10 +84,8 @@ class Decode(grain.transforms.Map):
 
   def map(self, record: dict) -> dict:
     image_file, label_file = _text(record['image_file']), _text(record['label_file'])
-    image = _open(record['image'], image_file, 'image')
+    image = decode_rgb(record['image'], image_file)
     label = _open(record['label'], label_file, 'label')
-    if image.mode != 'RGB':
-      image = image.convert('RGB')
     if label.mode not in _LABEL_MODES:
       raise errors.UserError(f'label {label_file} has mode {label.mode}; expected a single-channel '
                              f'8-bit id map (mode L or P)')
@@ -100,7 +109,7 @@ class Resize(grain.transforms.Map):
   def map(self, element: dict) -> dict:
     out = dict(element)
     if self.image_size is not None:
-      out['image'] = element['image'].resize(_wh(self.image_size), Image.BICUBIC)
+      out['image'] = resize_image(element['image'], self.image_size)
     if self.label_size is not None:
       out['label'] = element['label'].resize(_wh(self.label_size), Image.NEAREST)
     return out

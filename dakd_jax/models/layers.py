@@ -34,12 +34,33 @@ def _align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   return matrix
 
 
-def resize_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def _traced_align_corners_matrix(in_size, out_size, dtype) -> jax.Array:
+  """`_align_corners_matrix` built on device, for symbolic sizes (`jax.export` shape polymorphism).
+
+  The same float32 arithmetic as the NumPy version (positions `i * scale` truncated, clipped
+  neighbours, linear weights); `scale` is a float32 division (torch's own), which can differ from
+  the NumPy version's rounded float64 quotient by one float32 ulp.
+  """
+  in_f, out_f = (jnp.asarray(s, jnp.float32) for s in (in_size, out_size))
+  scale = jnp.where(out_f > 1, (in_f - 1) / jnp.maximum(out_f - 1, 1), 0.0)
+  src = jnp.arange(out_size, dtype=jnp.float32) * scale
+  lo = jnp.minimum(src.astype(jnp.int32), in_size - 1)
+  hi = jnp.minimum(lo + 1, in_size - 1)
+  frac = jnp.clip(src - lo.astype(jnp.float32), 0.0, 1.0)[:, None]
+  columns = jnp.arange(in_size, dtype=jnp.int32)[None, :]
+  matrix = (jnp.where(columns == lo[:, None], 1.0 - frac, 0.0)
+            + jnp.where(columns == hi[:, None], frac, 0.0))
+  return matrix.astype(dtype)
+
+
+def resize_align_corners(x: jax.Array, size: Sequence[Any]) -> jax.Array:
   """Bilinear resize with PyTorch `align_corners=True` semantics, any ratio (up or down).
 
   Implemented as two small dense interpolation matrices (one per spatial axis) contracted with
   einsum: matmuls are fast on accelerators, exactly differentiable, and unlike a gather they need
   no index arithmetic on device. `jax.image.resize` is half-pixel and must not be used here.
+  Concrete sizes build the matrices in NumPy (constants of the program); symbolic sizes
+  (`jax.export` with symbolic H, W) build them on device.
 
   Args:
     x: [N, h, w, C] array (any float dtype; the result keeps it).
@@ -50,12 +71,18 @@ def resize_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """
   if x.ndim != 4:
     raise ValueError(f'resize_align_corners expects [N, h, w, C], got shape {x.shape}')
-  out_h, out_w = (int(s) for s in size)
-  if out_h < 1 or out_w < 1:
-    raise ValueError(f'resize_align_corners: output size must be positive, got {size}')
+  out_h, out_w = size
   _, in_h, in_w, _ = x.shape
-  rows = jnp.asarray(_align_corners_matrix(in_h, out_h), x.dtype)
-  cols = jnp.asarray(_align_corners_matrix(in_w, out_w), x.dtype)
+  sizes = (in_h, out_h, in_w, out_w)
+  if any(jax.export.is_symbolic_dim(s) for s in sizes):
+    rows = _traced_align_corners_matrix(in_h, out_h, x.dtype)
+    cols = _traced_align_corners_matrix(in_w, out_w, x.dtype)
+  else:
+    out_h, out_w = int(out_h), int(out_w)
+    if out_h < 1 or out_w < 1:
+      raise ValueError(f'resize_align_corners: output size must be positive, got {size}')
+    rows = jnp.asarray(_align_corners_matrix(in_h, out_h), x.dtype)
+    cols = jnp.asarray(_align_corners_matrix(in_w, out_w), x.dtype)
   x = jnp.einsum('Hh,nhwc->nHwc', rows, x)
   return jnp.einsum('Ww,nhwc->nhWc', cols, x)
 
