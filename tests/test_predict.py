@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from dakd_jax import errors
 from dakd_jax import experiment
 from dakd_jax import networks
 from dakd_jax.data import labels
-from dakd_jax.tools import cli
 from dakd_jax.tools import image_inputs
 from dakd_jax.tools import predict
 
@@ -151,7 +151,7 @@ def test_bad_usage_is_one_line_and_exit_status_2(tiny_student_dir, tmp_path, mon
                                                  'videos needs imageio with a video plugin',
   }
   for (model, source), message in cases.items():
-    with pytest.raises(cli.UsageError, match='^' + message.replace('(', r'\(')):
+    with pytest.raises(errors.UserError, match='^' + message.replace('(', r'\(')):
       predict._main(predict._parser().parse_args(
           ['--model', model, '--input', source, '--out', str(tmp_path / 'o')]))
   # Through the real entry point: status 2, the one line on stderr, no traceback.

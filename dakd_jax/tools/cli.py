@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
+from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax import networks as networks_lib
 
@@ -19,25 +20,22 @@ _MODEL_DIR = ("a variables directory (model.json and variables/, written by a fi
               "export/ or by python -m dakd_jax.tools.convert)")
 
 
-class UsageError(Exception):
-  """Bad user input; `run` prints it in one line and exits with status 2."""
-
-
 class Parser(argparse.ArgumentParser):
-  """An ArgumentParser whose errors are `UsageError`s (one line) instead of usage + message."""
+  """An ArgumentParser whose errors are `errors.UserError`s (one line), not usage + message."""
 
   def error(self, message):
-    raise UsageError(message)
+    raise errors.UserError(message)
 
 
 def run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
         argv: Optional[Sequence[str]]) -> int:
-  """Parses `argv` and calls `main(args)`; a `UsageError` becomes one stderr line and status 2."""
+  """Parses `argv` and calls `main(args)`; an `errors.UserError` becomes one stderr line and
+  status 2."""
   try:
     return main(parser.parse_args(argv))
-  except UsageError as e:
+  except errors.UserError as e:
     print(f'{parser.prog}: error: {e}', file=sys.stderr)
-    return 2
+    return errors.EXIT_USER_ERROR
 
 
 def size(text: str) -> tuple[int, int]:
@@ -52,16 +50,18 @@ def size(text: str) -> tuple[int, int]:
 
 
 def model_spec(directory: str) -> dict:
-  """The spec (`model.json`) of the segmentation network in `directory`, or a `UsageError`."""
+  """The spec (`model.json`) of the segmentation network in `directory`, or a `UserError`."""
   if not os.path.isdir(directory):
-    raise UsageError(f'--model {directory}: no such directory; expected {_MODEL_DIR}')
+    raise errors.UserError(f'--model {directory}: no such directory; expected {_MODEL_DIR}')
   if not os.path.isfile(os.path.join(directory, networks_lib.MODEL_FILE)):
-    raise UsageError(f'--model {directory}: no {networks_lib.MODEL_FILE}; expected {_MODEL_DIR}')
+    raise errors.UserError(
+        f'--model {directory}: no {networks_lib.MODEL_FILE}; expected {_MODEL_DIR}')
   try:
     spec = networks_lib.read_model_spec(directory)
   except ValueError as e:  # json.JSONDecodeError
-    raise UsageError(f'--model {directory}: unreadable {networks_lib.MODEL_FILE} ({e})') from None
+    raise errors.UserError(
+        f'--model {directory}: unreadable {networks_lib.MODEL_FILE} ({e})') from None
   if spec.get('arch') not in SEGMENTATION_ARCHS:
-    raise UsageError(f'--model {directory}: holds a {spec.get("arch")!r}; expected a '
-                     f'segmentation network ({", ".join(SEGMENTATION_ARCHS)})')
+    raise errors.UserError(f'--model {directory}: holds a {spec.get("arch")!r}; expected a '
+                           f'segmentation network ({", ".join(SEGMENTATION_ARCHS)})')
   return spec

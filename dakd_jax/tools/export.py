@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from dakd_jax import errors
 from dakd_jax import evaluate
 from dakd_jax import networks as networks_lib
 from dakd_jax.data import labels as labels_lib
@@ -53,7 +54,7 @@ def export_network(directory: str, *, normalization: str = 'caffe',
     platforms: what the module is lowered for (no device of that kind is needed).
 
   Raises:
-    cli.UsageError: the network's shapes do not allow symbolic H, W (use `size`).
+    errors.UserError: the network's shapes do not allow symbolic H, W (use `size`).
   """
   spec, variables = networks_lib.load_network(directory)
   model = networks_lib.create_segmentation_model(spec)
@@ -68,8 +69,8 @@ def export_network(directory: str, *, normalization: str = 'caffe',
     if size is not None:
       raise
     reason = str(e).splitlines()[0]
-    raise cli.UsageError(f'--model {directory}: {spec["arch"]} cannot be exported with symbolic '
-                         f'image sizes ({reason}); export fixed sizes with --size H,W') from None
+    raise errors.UserError(f'--model {directory}: {spec["arch"]} cannot be exported with symbolic '
+                           f'image sizes ({reason}); export fixed sizes with --size H,W') from None
 
 
 def metadata(exported: jax.export.Exported, spec: dict, normalization: str) -> dict:
@@ -103,8 +104,8 @@ def _main(args: argparse.Namespace) -> int:
   spec = cli.model_spec(args.model)
   platforms = [p for p in args.platforms.split(',') if p]
   if not platforms or not set(platforms) <= set(PLATFORMS):
-    raise cli.UsageError(f'--platforms {args.platforms}: expected a comma-separated subset of '
-                         f'{",".join(PLATFORMS)}')
+    raise errors.UserError(f'--platforms {args.platforms}: expected a comma-separated subset of '
+                           f'{",".join(PLATFORMS)}')
   exported = export_network(args.model, normalization=args.normalization, size=args.size,
                             platforms=platforms)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 from PIL import Image
 
+from dakd_jax import errors
 from dakd_jax.data import transforms
-from dakd_jax.tools.cli import UsageError
 
 IMAGE_SUFFIXES = frozenset(('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm'))
 VIDEO_SUFFIXES = frozenset(('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'))
@@ -52,14 +52,16 @@ def _image_item(path: pathlib.Path, name: str) -> Item:
 def _folder_items(root: pathlib.Path) -> list[Item]:
   files = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
   if not files:
-    raise UsageError(f'--input {root}: no images ({", ".join(sorted(IMAGE_SUFFIXES))}) in the '
-                     'folder or below it')
+    raise errors.UserError(
+        f'--input {root}: no images ({", ".join(sorted(IMAGE_SUFFIXES))}) in the '
+        'folder or below it')
   items, seen = [], {}
   for path in files:
     name = path.relative_to(root).with_suffix('').as_posix()
     if name in seen:
-      raise UsageError(f'--input {root}: {seen[name]} and {path} would write the same outputs '
-                       f'({name}.png); rename one')
+      raise errors.UserError(
+          f'--input {root}: {seen[name]} and {path} would write the same outputs '
+          f'({name}.png); rename one')
     seen[name] = path
     items.append(_image_item(path, name))
   return items
@@ -76,9 +78,10 @@ def _video_items(path: pathlib.Path) -> Iterable[Item]:
   try:
     import imageio.v3 as iio  # pylint: disable=g-import-not-at-top  (optional dependency)
   except ImportError:
-    raise UsageError(f'--input {path}: reading videos needs imageio with a video plugin (pip '
-                     'install imageio av), which is not installed; or extract the frames to a '
-                     'folder of images') from None
+    raise errors.UserError(
+        f'--input {path}: reading videos needs imageio with a video plugin (pip '
+        'install imageio av), which is not installed; or extract the frames to a '
+        'folder of images') from None
   return _frames(iio.imiter, path)
 
 
@@ -98,11 +101,13 @@ def _frames(imiter, path: pathlib.Path) -> Iterable[Item]:
 def find_inputs(path: str) -> tuple[Iterable[Item], Optional[int]]:
   """The items of `--input path` and their number (None for a video: unknown before decoding).
 
-  Raises `UsageError` for a missing path, a folder without images, or a video without a decoder.
+  Raises `errors.UserError` for a missing path, a folder without images, or a video without a
+  decoder.
   """
   if not os.path.exists(path):
-    raise UsageError(f'--input {path}: no such file or directory; expected an image, a folder of '
-                     'images or a video')
+    raise errors.UserError(
+        f'--input {path}: no such file or directory; expected an image, a folder of '
+        'images or a video')
   p = pathlib.Path(path)
   if p.is_dir():
     items = _folder_items(p)

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from dakd_jax import errors
 from dakd_jax import evaluate
 from dakd_jax import networks as networks_lib
 from dakd_jax import sharding
@@ -211,10 +212,10 @@ def _main(args: argparse.Namespace) -> int:
   kinds = [k for k in args.outputs.split(',') if k]
   unknown = sorted(set(kinds) - set(OUTPUTS))
   if unknown or not kinds:
-    raise cli.UsageError(f'--outputs {args.outputs}: expected a comma-separated subset of '
-                         f'{",".join(OUTPUTS)}')
+    raise errors.UserError(f'--outputs {args.outputs}: expected a comma-separated subset of '
+                           f'{",".join(OUTPUTS)}')
   if args.batch_size < 1 or args.threads < 1:
-    raise cli.UsageError('--batch-size and --threads: expected positive integers')
+    raise errors.UserError('--batch-size and --threads: expected positive integers')
   items, total = image_inputs.find_inputs(args.input)
   segmenter = Segmenter(args.model, input_size=input_size, normalization=args.normalization,
                         batch_size=args.batch_size, compute_dtype=args.compute_dtype)

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax import networks as networks_lib
 from dakd_jax import stages as stages_lib
@@ -103,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 def _load_config(path: str):
   """`get_config()` of a config file (run from the repository root: configs import each other)."""
   if not os.path.isfile(path):
-    raise cli.UsageError(f'--config {path}: no such file; expected a config file such as '
-                         'configs/gta2cs.py')
+    raise errors.UserError(f'--config {path}: no such file; expected a config file such as '
+                           'configs/gta2cs.py')
   spec = importlib.util.spec_from_file_location('profiled_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -116,10 +117,10 @@ def _main(args: argparse.Namespace) -> int:
   names = args.networks.split(',') if args.networks else list(config.networks)
   unknown = [n for n in names if n not in config.networks]
   if unknown:
-    raise cli.UsageError(f'--networks {args.networks}: {unknown} not in config.networks '
-                         f'({", ".join(config.networks)})')
+    raise errors.UserError(f'--networks {args.networks}: {unknown} not in config.networks '
+                           f'({", ".join(config.networks)})')
   if args.batch < 1 or args.warmup < 0 or args.iters < 0:
-    raise cli.UsageError('--batch: expected a positive integer; --warmup, --iters: non-negative')
+    raise errors.UserError('--batch: expected a positive integer; --warmup, --iters: non-negative')
   size = args.size or tuple(config.eval.input_size)
   rows = []
   for name in names:
