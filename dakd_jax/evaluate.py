@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import tqdm
 
 from dakd_jax import errors
 from dakd_jax import metrics as metrics_lib
@@ -192,8 +193,11 @@ class Evaluator:
     per_process = -(-total // jax.process_count())
     confusion = jnp.zeros((self.num_classes,) * 2, jnp.int32)
     grid_rows, num_images = [], 0
-    for host_batch, names, images in _padded_batches(_unbatched(dataset), self.local_batch,
-                                                     -(-per_process // self.local_batch)):
+    num_batches = -(-per_process // self.local_batch)
+    batches = tqdm.tqdm(_padded_batches(_unbatched(dataset), self.local_batch, num_batches),
+                        total=num_batches, desc=f'evaluating {spec["arch"]}', leave=False,
+                        disable=jax.process_index() != 0, dynamic_ncols=True)
+    for host_batch, names, images in batches:
       batch = sharding.to_global_batch(host_batch, self.mesh)
       conf, pred = step(variables, batch['image'], batch['label'])
       confusion = confusion + conf

@@ -120,6 +120,11 @@ def main(argv):
     if _verbose():
       raise
     _user_error(e)
+  except FloatingPointError as e:  # The non-finite guard: its message says what was kept.
+    if _verbose():
+      raise
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
   except preemption.Preempted as e:
     print(e, file=sys.stderr, flush=True)  # Stopped on request, the work saved: a success.
 

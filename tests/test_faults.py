@@ -158,25 +158,65 @@ def test_non_finite_loss_stops_and_names_a_finite_checkpoint(tiny_config, tmp_pa
   assert all(v is None or np.isfinite(v) for r in logged for v in r.values())
 
 
+def _common_args(synthetic_root, tfds_dir, checkpoint_every):
+  return ['--config', TINY, f'--config.roots.gta5={synthetic_root}/gta5',
+          f'--config.roots.cityscapes={synthetic_root}/cityscapes',
+          f'--config.data_dir={tfds_dir}', '--config.stages.student.num_steps=40',
+          f'--config.train.checkpoint_every={checkpoint_every}', '--config.train.log_every=1']
+
+
+def _run_to_completion(args):
+  proc = _main(args, devices=8)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+
+
+def _started(workdir):
+  """A training process on `workdir`, returned once it has logged its first steps."""
+  metrics = os.path.join(workdir, 'student', 'metrics.jsonl')
+  deadline = time.time() + 600
+  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 100):
+    time.sleep(0.05)
+    assert time.time() < deadline
+  return metrics
+
+
+@pytest.fixture(scope='module')
+def straight_run(synthetic_root, tfds_dir, tmp_path_factory):
+  """The exported student of an uninterrupted 40-step run in its own process."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.roots.gta5 = os.path.join(synthetic_root, 'gta5')
+  config.roots.cityscapes = os.path.join(synthetic_root, 'cityscapes')
+  config.data_dir = tfds_dir
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  experiment.prepare_inputs(config, workdir)
+  _run_to_completion(_common_args(synthetic_root, tfds_dir, 1000) + ['--workdir', workdir])
+  return _exported(workdir)
+
+
 @pytest.mark.slow
-def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tiny_config, synthetic_root,
+def test_kill_9_during_checkpoint_writes_resumes_exactly(straight_run, synthetic_root, tfds_dir,
+                                                         tmp_path):
+  common = _common_args(synthetic_root, tfds_dir, checkpoint_every=1)  # Always writing one.
+  killed = str(tmp_path / 'killed')
+  proc = _main(common + ['--workdir', killed], devices=8)
+  _started(killed)
+  proc.kill()
+  proc.communicate(timeout=60)
+  assert not stages_lib.is_complete(stages_lib.stage_dir(killed, 'student'))
+  _run_to_completion(common + ['--workdir', killed])
+  _assert_same(straight_run, _exported(killed))
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(straight_run, synthetic_root,
                                                            tfds_dir, tmp_path):
-  experiment.prepare_inputs(tiny_config(), str(tmp_path / 'prepare'))
-  common = ['--config', TINY, f'--config.roots.gta5={synthetic_root}/gta5',
-            f'--config.roots.cityscapes={synthetic_root}/cityscapes',
-            f'--config.data_dir={tfds_dir}', '--config.stages.student.num_steps=40',
-            '--config.train.checkpoint_every=1000', '--config.train.log_every=1']
-  straight = _main(common + ['--workdir', str(tmp_path / 'straight')], devices=8)
-  _, err = straight.communicate(timeout=600)
-  assert straight.returncode == 0, err[-3000:]
+  common = _common_args(synthetic_root, tfds_dir, checkpoint_every=1000)
 
   stopped = str(tmp_path / 'stopped')
   proc = _main(common + ['--workdir', stopped], devices=8)
-  metrics = os.path.join(stopped, 'student', 'metrics.jsonl')
-  deadline = time.time() + 600
-  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
-    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-    time.sleep(0.2)
+  _started(stopped)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
@@ -186,10 +226,8 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(tiny_config, synthet
   assert 0 < step < 40
   assert os.path.isdir(os.path.join(stopped, 'student', 'checkpoints', str(step)))
 
-  resumed = _main(common + ['--workdir', stopped], devices=8)
-  _, err = resumed.communicate(timeout=600)
-  assert resumed.returncode == 0, err[-3000:]
-  _assert_same(_exported(str(tmp_path / 'straight')), _exported(stopped))
+  _run_to_completion(common + ['--workdir', stopped])
+  _assert_same(straight_run, _exported(stopped))
 
 
 @pytest.mark.slow
