@@ -46,7 +46,7 @@ _GTA5_PALETTE = [c for i in range(256) for c in
                  next((l.color for l in labels.CITYSCAPES_LABELS if l.id == i), (0, 0, 0))]
 
 # Bump whenever the drawing changes: the manifest then no longer matches and data is redrawn.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = 'synthetic_manifest.json'
 CITYSCAPES_CITIES = {'train': ('aachen', 'bochum', 'bremen', 'cologne'),
                      'val': ('frankfurt', 'lindau', 'munster')}
@@ -95,10 +95,13 @@ STYLES: dict[str, Style] = {
     # "Synthetic": saturated flat colours, hard edges, clean lighting, high camera, wide lens.
     'gta5': Style(horizon=0.47, fov_deg=78.0, cam_height=1.7, counts=_SOURCE_COUNTS,
                   class_gain={}, yellow_centre_line=True),
-    # "Real": cooler, washed-out palette, textured, blurred, noisy, vignetted, hazy; lower camera
-    # with a longer lens, bonnet in view, more parked cars, people and bicycles.
+    # "Real": cooler, washed-out palette, textured, blurred, noisy, vignetted, hazy; a slightly
+    # lower camera with a slightly longer lens, bonnet in view, more parked cars, people and
+    # bicycles. The camera differs mildly, as GTA5's and Cityscapes' do: version 1's much lower,
+    # narrower camera (horizon 0.40, 62 deg, 1.25 m) made geometry, not appearance, the main gap
+    # (measured: the source camera alone lifted a source-trained student from 18 to 25.6 mIoU).
     'cityscapes': Style(
-        horizon=0.40, fov_deg=62.0, cam_height=1.25, counts=_TARGET_COUNTS,
+        horizon=0.45, fov_deg=72.0, cam_height=1.5, counts=_TARGET_COUNTS,
         class_gain={ROAD: (1.05, 1.07, 1.12), SIDEWALK: (0.9, 0.92, 0.95),
                     BUILDING: (0.85, 0.85, 0.9), VEGETATION: (0.8, 0.88, 0.75),
                     TERRAIN: (0.9, 0.85, 0.65), SKY: (0.95, 0.97, 0.95), CAR: (0.85, 0.85, 0.9),
