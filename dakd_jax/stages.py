@@ -11,7 +11,8 @@ A stage directory (`<workdir>/<name>/`):
   players/<name>/  the method's players (discriminators) as variables directories.
   eval/          metrics.json, prediction PNGs and the picture grid (`evaluate.py`).
   oracle/        with eval.select='best_oracle': the best evaluated network and its step.
-  tensorboard/, metrics.jsonl, eval_history.jsonl   logged losses, rates and evaluations.
+  events.out.tfevents.*, metrics.jsonl, eval_history.jsonl   logged losses, rates, evaluations
+                 (TensorBoard reads the events: `tensorboard --logdir <workdir>`).
   stage.json     written last: the stage is complete and is skipped when run again.
 """
 

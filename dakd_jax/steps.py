@@ -109,7 +109,7 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   (total, (terms, batch_stats, player_inputs)), grads = grad_fn(
       state.network.params, state, program, batch, frozen_outputs)
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
-             'grad_norm/network': optax.global_norm(grads),
+             'grad_norm/network': optax.tree.norm(grads),
              # Fraction of the global batch's source label pixels that are ignored.
              'data/source_ignored': jnp.mean(batch['source_label'] == losses.IGNORE_LABEL)}
 

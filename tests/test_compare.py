@@ -83,3 +83,19 @@ def test_parse_form():
   assert compare.parse_form('cl+bf16+compile') == TorchForm(True, 'bfloat16', True)
   with pytest.raises(ValueError, match='unknown token'):
     compare.parse_form('cl+tf32')
+
+
+def test_exact_float32_is_full_precision_inside_and_restores_the_settings(torch):
+  compare = compare_module()
+  backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+  before = [b.fp32_precision for b in backends]
+  with compare.exact_float32():
+    assert [b.fp32_precision for b in backends] == ['ieee', 'ieee']
+    assert jax.config.jax_default_matmul_precision == 'highest'
+  assert [b.fp32_precision for b in backends] == before
+  assert jax.config.jax_default_matmul_precision is None
+
+
+def test_pytorch_runs_on_cuda_beside_gpus_only():
+  compare = compare_module()
+  assert [compare.torch_device_for(p) for p in ('gpu', 'tpu', 'cpu')] == ['cuda', 'cpu', 'cpu']

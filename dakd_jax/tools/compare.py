@@ -1,6 +1,7 @@
 """JAX step vs the PyTorch reference step: numerical parity and speed, from the same weights.
 
-  python -m dakd_jax.tools.compare --config configs/demo.py [--stage distill_c] [--device cpu|gpu] \
+  python -m dakd_jax.tools.compare --config configs/demo.py [--stage distill_c] \
+      [--device cpu|gpu|tpu] \
       [--steps 3] [--warmup 3] [--iters 10] [--torch_forms cl,compile,cl+compile] \
       [--config.stages.distill_c.batch_size=8]
 
@@ -18,8 +19,16 @@ step time and images/s (source + target images) of the JAX step and of PyTorch f
 the official scripts run), and of each faster PyTorch form tried (channels_last, torch.compile,
 autocast when the JAX compute dtype is bf16/fp16: forms of the JAX step's precision are "fair");
 forms that fail are reported and skipped, and the fastest one is named with its ratio.
+
+JAX runs on every device of `--device` (all cores of a TPU, every local GPU); PyTorch runs on the
+GPU with `--device gpu`, else on the CPU (`--device tpu` compares a TPU with the host's CPU, as no
+PyTorch/XLA is used). Parity is computed in exact float32 on both sides: TF32 and JAX's default
+one-pass bfloat16 matmul precision on TPUs would otherwise differ by ~1e-3. `parity`, `speed` and
+the `print_*` functions are the library form the comparison notebook
+(`notebooks/compare_jax_pytorch.ipynb`) calls.
 """
 
+import contextlib
 import dataclasses
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -42,6 +51,8 @@ from dakd_jax.torch_ref.step import TorchForm, TorchTrainer
 
 # Options of `config.<network>.options` that the PyTorch reference constructors take.
 _TORCH_OPTIONS = ('width', 'aux_tap', 'aspp_branches')
+# PyTorch's float32 precision settings of CUDA matmuls and cuDNN convolutions (`exact_float32`).
+_TORCH_FP32_BACKENDS = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
 _FORM_TOKENS = {'cl': 'channels_last', 'channels_last': 'channels_last', 'compile': 'compile',
                 'bf16': 'bfloat16', 'fp16': 'float16', 'fp32': None}
 
@@ -52,7 +63,9 @@ def _define_flags():
   """Command-line flags, defined only when run as a script (the modules import each other)."""
   config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).')
   flags.DEFINE_string('stage', 'distill_c', 'The stage of the config whose step is compared.')
-  flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'], 'Where both sides run.')
+  flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu', 'tpu'],
+                    'Where JAX runs (all its devices); PyTorch runs on the GPU with gpu, else on '
+                    'the CPU.')
   flags.DEFINE_integer('steps', 3, 'Parity steps from identical weights (0 = skip).')
   flags.DEFINE_integer('warmup', 3, 'Untimed steps before timing each side.')
   flags.DEFINE_integer('iters', 10, 'Timed steps per side (0 = skip speed).')
@@ -78,8 +91,14 @@ def parse_form(spec: str) -> TorchForm:
   return TorchForm(**kwargs)
 
 
+def torch_device_for(jax_platform: str) -> str:
+  """Where the PyTorch side runs beside JAX on `jax_platform`: 'cuda' beside GPUs, else 'cpu'."""
+  return 'cuda' if jax_platform == 'gpu' else 'cpu'
+
+
 def default_forms(compute_dtype: str, platform: str) -> List[TorchForm]:
-  """Candidate fast forms at the JAX step's precision (autocast when it is bf16/fp16).
+  """Candidate fast forms at the JAX step's precision (autocast when it is bf16/fp16), for
+  PyTorch on `platform` ('cpu' or 'gpu').
 
   On CPU channels_last is left out: PyTorch's CPU convolution backward in that format measured
   4.7x slower than contiguous on the demo shapes (9.5 s vs 2.0 s per step).
@@ -208,9 +227,31 @@ class ParityReport:
     return max(d for step in self.losses for _, _, d in step.values())
 
 
+@contextlib.contextmanager
+def exact_float32():
+  """Full float32 convolutions and matmuls on both sides: JAX's 'highest' precision (TPUs
+  otherwise multiply float32 in one bfloat16 pass, GPUs in TF32) and no TF32 in PyTorch's CUDA
+  kernels (its cuDNN convolutions default to TF32). No change on CPUs."""
+  saved = [backend.fp32_precision for backend in _TORCH_FP32_BACKENDS]
+  for backend in _TORCH_FP32_BACKENDS:
+    backend.fp32_precision = 'ieee'
+  try:
+    with jax.default_matmul_precision('highest'):
+      yield
+  finally:
+    for backend, value in zip(_TORCH_FP32_BACKENDS, saved):
+      backend.fp32_precision = value
+
+
 def parity(config, stage_name: str, num_steps: int, seed: int = 0, device: str = 'cpu',
            jax_devices: Optional[Sequence[jax.Device]] = None) -> ParityReport:
-  """Runs `num_steps` steps on both sides from identical weights and batches (fp32 eager torch)."""
+  """Runs `num_steps` steps on both sides from identical weights and batches (fp32 eager torch,
+  `exact_float32`; the config's compute dtype should be float32)."""
+  with exact_float32():
+    return _parity(config, stage_name, num_steps, seed, device, jax_devices)
+
+
+def _parity(config, stage_name, num_steps, seed, device, jax_devices):
   stage = benchmark.stage_spec(config, stage_name)
   nets = torch_networks(stage, seed)
   initial = flax_variables(nets, stage)
@@ -289,7 +330,7 @@ def time_torch(config, stage_name: str, form: TorchForm, warmup: int, iters: int
   return Timing(name, median, benchmark.images_per_step(stage) / median)
 
 
-def _print_parity(report: ParityReport) -> None:
+def print_parity(report: ParityReport) -> None:
   print('== parity (JAX vs PyTorch fp32 eager, identical weights and batches) ==')
   for i, step in enumerate(report.losses):
     print(f'step {i}:')
@@ -300,7 +341,7 @@ def _print_parity(report: ParityReport) -> None:
     print(f'  {name:30s} {d:.2e}  ({worst})')
 
 
-def _print_timing(t: Timing) -> None:
+def print_timing(t: Timing) -> None:
   if t.error:
     print(f'  {t.name:45s} failed: {t.error}', flush=True)
   else:
@@ -308,7 +349,7 @@ def _print_timing(t: Timing) -> None:
           flush=True)
 
 
-def _print_ratios(jax_timing: Timing, torch_timings: List[Timing]) -> None:
+def print_ratios(jax_timing: Timing, torch_timings: List[Timing]) -> None:
   """Speed-ups of JAX vs fp32 eager (the first timing) and vs the fastest working form."""
   eager = torch_timings[0]
   if jax_timing.error or eager.error:
@@ -319,6 +360,32 @@ def _print_ratios(jax_timing: Timing, torch_timings: List[Timing]) -> None:
         f'{fastest.step_time_s / jax_timing.step_time_s:.2f}x')
 
 
+def speed(config, stage_name: str, jax_devices: Optional[Sequence[jax.Device]],
+          torch_device: str, warmup: int, iters: int,
+          forms: Optional[Sequence[TorchForm]] = None,
+          seed: int = 0) -> Tuple[Timing, List[Timing]]:
+  """Times the JAX step, then PyTorch fp32 eager (the official scripts' form) and each of
+  `forms` (None: `default_forms` of the JAX compute dtype on `torch_device`), printing every
+  timing as it is measured and then the speed-up ratios.
+
+  Returns:
+    The JAX timing and the PyTorch timings (fp32 eager first).
+  """
+  if forms is None:
+    forms = default_forms(config.compute_dtype, 'gpu' if torch_device == 'cuda' else 'cpu')
+  print('== speed (median step time after warm-up; images = source + target) ==')
+  stage = benchmark.stage_spec(config, stage_name)
+  jax_timing = time_jax(config, stage_name, torch_networks(stage, seed), warmup, iters,
+                        jax_devices, seed)
+  print_timing(jax_timing)
+  torch_timings = []
+  for form in [TorchForm(), *forms]:
+    torch_timings.append(time_torch(config, stage_name, form, warmup, iters, torch_device, seed))
+    print_timing(torch_timings[-1])
+  print_ratios(jax_timing, torch_timings)
+  return jax_timing, torch_timings
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -327,27 +394,18 @@ def main(argv):
   stage = benchmark.stage_spec(config, stage_name)
   platform = FLAGS.device
   jax_devices = jax.devices(platform)
-  torch_device = 'cuda' if platform == 'gpu' else 'cpu'
+  torch_device = torch_device_for(platform)
   print(f'compare {stage_name} ({stage.method.name}): batch {stage.batch_size} per domain, source '
         f'{tuple(stage.source.size)}, target {tuple(stage.target.size)}; JAX on '
         f'{len(jax_devices)} x {jax_devices[0].device_kind}, PyTorch {torch.__version__} on '
         f'{torch_device} ({torch.get_num_threads()} threads)')
   if FLAGS.steps > 0:
-    _print_parity(parity(config, stage_name, FLAGS.steps, FLAGS.seed, torch_device, jax_devices))
+    print_parity(parity(config, stage_name, FLAGS.steps, FLAGS.seed, torch_device, jax_devices))
   if FLAGS.iters > 0:
-    warmup, iters, seed = FLAGS.warmup, FLAGS.iters, FLAGS.seed
     forms = ([parse_form(s) for s in FLAGS.torch_forms] if FLAGS.torch_forms is not None
-             else default_forms(config.compute_dtype, platform))
-    print('== speed (median step time after warm-up; images = source + target) ==')
-    jax_timing = time_jax(config, stage_name, torch_networks(stage, seed), warmup, iters,
-                          jax_devices, seed)
-    _print_timing(jax_timing)
-    torch_timings = []
-    for form in [TorchForm(), *forms]:  # fp32 eager first: the official scripts' form.
-      torch_timings.append(time_torch(config, stage_name, form, warmup, iters, torch_device,
-                                      seed))
-      _print_timing(torch_timings[-1])
-    _print_ratios(jax_timing, torch_timings)
+             else None)
+    speed(config, stage_name, jax_devices, torch_device, FLAGS.warmup, FLAGS.iters, forms,
+          FLAGS.seed)
 
 
 if __name__ == '__main__':
