@@ -36,7 +36,8 @@ def get_config():
     stages[f'pretrain_{network}'] = config_lib.stage_config(
         'source_only', network, row=f'{network} init: source pretraining',
         source=config_lib.stream_config('gta5', SIZE),
-        target=config_lib.stream_config('cityscapes', SIZE), batch_size=4, num_steps=1,
+        target=config_lib.stream_config('cityscapes', SIZE), batch_size=4,
+        num_steps=STEPS[f'pretrain_{network}'],
         reference='none: stands in for the ImageNet weights of the official networks')
     stages[network].init = f'stage:pretrain_{network}'
   stages.source_only.init = 'stage:pretrain_student'

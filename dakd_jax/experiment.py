@@ -90,17 +90,18 @@ def prepare_inputs(config, workdir):
   for dataset in {data.dataset for data in streams}:
     config_lib.check_root(dataset, config.roots[dataset])
   if jax.process_index() == 0:
-    _check_all(data_pipeline.check, streams, config.data_dir)
+    _check_streams(streams, config.data_dir)
   multihost_utils.sync_global_devices('datasets prepared')
   return plan
 
 
-def _check_all(check, items, *args):
-  """Calls `check(item, *args)` for every distinct item; all user errors in one line."""
+def _check_streams(streams, data_dir):
+  """Prepares and checks every distinct stream (`data_pipeline.check`); all problems in one
+  `UserError` line."""
   problems = []
-  for item in dict.fromkeys(items):  # Ordered, without repeats.
+  for data in dict.fromkeys(streams):  # Ordered, without repeats.
     try:
-      check(item, *args)
+      data_pipeline.check(data, data_dir)
     except errors.UserError as e:
       problems.append(str(e))
   if problems:

@@ -61,9 +61,10 @@ def _verbose(argv=()):
           or os.environ.get('DAKD_VERBOSE', '') not in ('', '0'))
 
 
-def _user_error(message):
+def _fail(message, status=errors.EXIT_USER_ERROR):
+  """Ends the run with `error: <message>` on stderr (one line) and `status`."""
   print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(errors.EXIT_USER_ERROR)
+  sys.exit(status)
 
 
 def _config_file(argv):
@@ -108,23 +109,18 @@ def _parse_flags(argv):
   except Exception as e:  # pylint: disable=broad-except
     if _verbose(argv):
       raise
-    _user_error(_explain_flag_error(argv, e))
+    _fail(_explain_flag_error(argv, e))
 
 
 def main(argv):
   if len(argv) > 1:
-    _user_error(f'unexpected arguments: {argv[1:]}')
+    _fail(f'unexpected arguments: {argv[1:]}')
   try:
     _main(argv)
-  except errors.UserError as e:
+  except (errors.UserError, FloatingPointError) as e:  # The non-finite guard says what was kept.
     if _verbose():
       raise
-    _user_error(e)
-  except FloatingPointError as e:  # The non-finite guard: its message says what was kept.
-    if _verbose():
-      raise
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    _fail(e, errors.EXIT_USER_ERROR if isinstance(e, errors.UserError) else 1)
   except preemption.Preempted as e:
     print(e, file=sys.stderr, flush=True)  # Stopped on request, the work saved: a success.
 

@@ -211,7 +211,6 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
   """
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
-  sharding.check_batch_divisible(stage.batch_size, mesh, f'stages.{stage.name}.batch_size')
   built = build_stage(stage, run, _load_inputs(stage, run, repl), mesh=mesh)
   state, num_steps = built.state, stage.num_steps
 
