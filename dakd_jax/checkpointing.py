@@ -121,7 +121,38 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any,
   _check_iterator_names(data_iterators)
   items = {name: grain.checkpoint.CheckpointSave(it) for name, it in data_iterators.items()}
   items[STATE_ITEM] = ocp.args.StandardSave(state)
-  return manager.save(step, args=ocp.args.Composite(**items), force=force)
+  try:  # Also reports a failure of the previous, background save.
+    return manager.save(step, args=ocp.args.Composite(**items), force=force)
+  except Exception as e:  # pylint: disable=broad-except  (only a full disk is translated)
+    _raise_if_disk_full(manager, e)
+    raise
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the background save to commit (every process must call it).
+
+  Raises:
+    errors.DiskFullError: the device filled up during a save (the committed checkpoints are
+      intact: an unfinished save is never taken for a checkpoint).
+  """
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  (only a full disk is translated)
+    _raise_if_disk_full(manager, e)
+    raise
+
+
+def _raise_if_disk_full(manager: ocp.CheckpointManager, error: BaseException) -> None:
+  if not errors.is_disk_full(error):
+    return
+  manager.reload()
+  kept = manager.all_steps()
+  then = (f"the committed checkpoints (steps {list(kept)}) are intact: free space and rerun to "
+          f"resume from step {max(kept)}" if kept else
+          "no checkpoint had been committed: free space and rerun to start the stage afresh")
+  raise errors.DiskFullError(
+      f"{manager.directory}: no space left on the device while writing a checkpoint; the run "
+      f"stopped and {then}") from error
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: StateT,

@@ -122,6 +122,10 @@ def base_config():
   # The official extracted dataset folders (datasets/<name>/README.md), by dataset name.
   config.roots = ml_collections.ConfigDict({name: '' for name in BUILDERS})
   config.data_dir = ''  # Where TFDS prepares array_record files; '' = <workdir>/tfds.
+  # Training streams skip an image or label that does not decode (each named once in a warning,
+  # counted in data/skipped_images, listed in <stage>/skipped_images.txt) instead of stopping
+  # with its name. Evaluation never skips: its mIoU would silently be over another set.
+  config.skip_unreadable_images = False
   # The embedded synthetic domain pair (dakd_jax.data.synthetic). When enabled, the pair is
   # generated under `out` ('' = <workdir>/synthetic) if absent, and empty roots point at it.
   config.synthetic = ml_collections.ConfigDict()

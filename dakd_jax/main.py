@@ -1,10 +1,15 @@
 """Entry point: `python -m dakd_jax.main --config configs/gta2cs.py --workdir DIR`.
 
+Every field of the config file can be overridden on the command line, e.g.
+`--config.pipeline=distill_b --config.stages.distill_b.num_steps=1000`; `--show_config` prints
+every field with its value (after the overrides) and exits; `dakd_jax/config.py` documents each.
+
 Intentionally short: flags, multi-process start-up and logging; the work is in importable
-libraries (`dakd_jax.experiment`) that tests and notebooks call directly. Overrides follow
-ml_collections syntax, e.g. `--config.pipeline=distill_b --config.stages.distill_b.num_steps=1000`.
+libraries (`dakd_jax.experiment`) that tests and notebooks call directly.
 """
 
+import errno
+import io
 import logging as py_logging
 import os
 import runpy
@@ -15,11 +20,13 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+import tqdm
 
 from dakd_jax import config as config_lib
 from dakd_jax import errors
 from dakd_jax import experiment
 from dakd_jax import preemption
+from dakd_jax import writers
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
@@ -33,6 +40,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
 _VERBOSE = flags.DEFINE_bool(
     'verbose', False, 'Show the Python traceback of user mistakes too (also DAKD_VERBOSE=1); '
     'without it a mistake in the config or the data ends with one line on stderr, exit code 2.')
+_SHOW_CONFIG = flags.DEFINE_bool(
+    'show_config', False, 'Print the config (every field, after the --config.<field> overrides) '
+    'and exit; --workdir is then not needed.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', None, 'Persistent XLA compilation cache shared by runs with the '
     'same programs (resumed runs, other seeds); default <workdir>/xla_cache, "" to disable.')
@@ -51,9 +61,27 @@ _QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/')
 
 
 def _quiet_library_info(record):
-  """Keeps our INFO lines; libraries (Orbax logs every save) speak only from WARNING up."""
-  return record.levelno >= py_logging.WARNING or not any(
-      part in record.pathname for part in _QUIET_LIBRARIES)
+  """Keeps our INFO lines; libraries (Orbax logs every save) speak only from WARNING up, in one
+  line each: their tracebacks only with --verbose (the error that stops the run says it all)."""
+  if not any(part in record.pathname for part in _QUIET_LIBRARIES):
+    return True
+  if record.levelno < py_logging.WARNING:
+    return False
+  if not _verbose():
+    record.exc_info = record.exc_text = None
+    record.msg, record.args = ' '.join(record.getMessage().split()), ()
+  return True
+
+
+class _AboveProgressBars(io.TextIOBase):
+  """stderr for log lines: each is printed above the progress bars, which are redrawn below."""
+
+  def write(self, text):
+    tqdm.tqdm.write(text, file=sys.stderr, end='')
+    return len(text)
+
+  def flush(self):
+    sys.stderr.flush()
 
 
 def _verbose(argv=()):
@@ -115,6 +143,12 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {argv[1:]}')
+  if _SHOW_CONFIG.value:
+    for key, value in writers.flatten(_CONFIG.value.to_dict()).items():
+      print(f'config.{key} = {value!r}')
+    return
+  if _WORKDIR.value is None:
+    _fail('--workdir: required (the directory for checkpoints, logs and results)')
   try:
     _main(argv)
   except (errors.UserError, FloatingPointError) as e:  # The non-finite guard says what was kept.
@@ -123,10 +157,16 @@ def main(argv):
     _fail(e, errors.EXIT_USER_ERROR if isinstance(e, errors.UserError) else 1)
   except preemption.Preempted as e:
     print(e, file=sys.stderr, flush=True)  # Stopped on request, the work saved: a success.
+  except OSError as e:
+    if e.errno != errno.ENOSPC or _verbose():
+      raise
+    _fail(f'{e.filename or "a file"}: no space left on the device; free space and rerun (finished '
+          'stages and committed checkpoints are kept)')
 
 
 def _main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  logging.get_absl_handler().python_handler.stream = _AboveProgressBars()
   _maybe_initialize_distributed()
   cache_dir = _CACHE_DIR.value
   if cache_dir is None:
@@ -140,5 +180,5 @@ def _main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=_parse_flags)

@@ -167,6 +167,7 @@ def _stream(config, key, cfg):
   return data_pipeline.Stream(
       dataset=cfg.dataset, root=config.roots[cfg.dataset], split=cfg.split,
       size=tuple(cfg.size), normalization=config.normalization,
+      skip_unreadable=bool(config.skip_unreadable_images),
       augment=data_pipeline.Augment(
           random_scale=tuple(aug.random_scale) if aug.random_scale else None,
           crop=tuple(aug.crop) if aug.crop else None, flip=bool(aug.flip)))

@@ -29,6 +29,7 @@ from dakd_jax import stages as stages_lib
 from dakd_jax import steps
 from dakd_jax import writers
 from dakd_jax.data import pipeline as data_pipeline
+from dakd_jax.data import transforms
 from dakd_jax.state import TrainState, create_train_state
 
 
@@ -158,10 +159,10 @@ def _load_inputs(stage, run, repl):
   return variables
 
 
-def _device_stream(stream, keys, *, batch_size, seed, run, mesh):
+def _device_stream(stream, keys, *, batch_size, seed, run, mesh, skipped):
   """An iterator of `{key: global jax.Array}` batches of one stream, prefetched to the mesh."""
   ds = data_pipeline.make_train_dataset(stream, global_batch_size=batch_size, seed=seed,
-                                        data_dir=run.data_dir)
+                                        data_dir=run.data_dir, skipped=skipped)
   put = lambda batch: sharding.to_global_batch({k: batch[k] for k in keys}, mesh)
   return iter(data_pipeline.prefetch_to_device(ds, put, run.prefetch_to_device))
 
@@ -175,6 +176,20 @@ def _check_finite(metrics, step, manager):
             'no checkpoint had been written, so a rerun starts the stage afresh')
     raise FloatingPointError(f'non-finite values at step {step}: {bad}; the run stopped and '
                              f'{kept}')
+
+
+SKIPPED_FILE = 'skipped_images.txt'
+
+
+def _record_skipped(skipped, stage_dir, metrics):
+  """Counts the examples the streams left out in `metrics` and lists them in the stage dir."""
+  listing = skipped.listing()
+  metrics['data/skipped_images'] = len(listing)
+  if listing and jax.process_index() == 0:
+    path = os.path.join(stage_dir, SKIPPED_FILE)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(f'{reason}\n' for reason in listing.values())
+    os.replace(path + '.tmp', path)
 
 
 IGNORED_WARNING = 0.5  # Warn when more of a batch's source label pixels than this are ignored.
@@ -193,6 +208,36 @@ def _check_labels(metrics, step, stage, warned):
                     where, 100 * ignored, step)
     return True
   return warned
+
+
+def _restart_rate(bar, done):
+  """Shows `done` steps on `bar` with its clock and rate restarted (compilation left out)."""
+  bar.unpause()  # Nothing was counted yet: the clock restarts now.
+  bar.initial = bar.n = bar.last_print_n = done
+  bar.refresh()
+
+
+def _close_loop(bar, iterators, manager, writer, *, raising):
+  """Ends the training loop; the checkpoint being written completes, so no finished work is lost.
+
+  Also on an interrupt, a non-finite loss or a full disk (then `raising=False`): a failure while
+  closing is logged instead of raised, so that it does not hide the error on its way.
+  """
+  bar.close()
+  for it in iterators.values():
+    it.close()
+  failure = None
+  for close in (functools.partial(checkpointing.wait_until_finished, manager), manager.close,
+                writer.close):
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except  (each closer runs)
+      if raising and failure is None:
+        failure = e
+      else:
+        logging.debug('while stopping: %s: %s', type(e).__name__, e)
+  if failure is not None:
+    raise failure
 
 
 def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
@@ -214,7 +259,9 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
   built = build_stage(stage, run, _load_inputs(stage, run, repl), mesh=mesh)
   state, num_steps = built.state, stage.num_steps
 
-  stream = functools.partial(_device_stream, batch_size=stage.batch_size, run=run, mesh=mesh)
+  skipped = transforms.SkippedFiles()  # With config skip_unreadable_images.
+  stream = functools.partial(_device_stream, batch_size=stage.batch_size, run=run, mesh=mesh,
+                             skipped=skipped)
   iterators = {'source_iter': stream(stage.source, ('image', 'label'), seed=run.seed)}
   if stage.method.uses_target:
     # Target labels are never used: they do not exist in unsupervised adaptation.
@@ -252,14 +299,24 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
         input_s += time.perf_counter() - t_input
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
           state, metrics = built.step_fn(state, batch, built.frozen_variables)
-        bar.update(1)
         done = step + 1
+        if done == start + 1:  # It compiled the step: the rate and the ETA count from its end.
+          jax.block_until_ready(metrics)
+          logging.info('%s: step %d compiled and ran in %.1f s', stage.name, done,
+                       time.time() - t0)
+          t0 = time.time()
+          _restart_rate(bar, done)
+        else:
+          bar.update(1)
         last = done == num_steps
         if done % run.log_every == 0 or last or done % run.checkpoint_every == 0:
           host_metrics = jax.device_get(metrics)
           _check_finite(host_metrics, done, manager)
           warned_ignored = _check_labels(host_metrics, done, stage, warned_ignored)
-          host_metrics['perf/steps_per_s'] = (done - start) / (time.time() - t0)
+          if stage.source.skip_unreadable:
+            _record_skipped(skipped, stage_dir, host_metrics)
+          if done > start + 1:
+            host_metrics['perf/steps_per_s'] = (done - start - 1) / (time.time() - t0)
           host_metrics['perf/input_wait_s_per_step'] = input_s / (done - logged)
           input_s, logged = 0.0, done
           writer.write_scalars(done, host_metrics)
@@ -274,15 +331,10 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
             _check_finite(jax.device_get(metrics), done, manager)
             checkpointing.save_checkpoint(manager, done, state, iterators, force=True)
           raise preemption.Preempted(stage.name, done, stop.reason)
-    finally:
-      # Also on an interrupt or a non-finite loss: the checkpoint being written completes, so no
-      # finished work is lost, and the next run resumes from it.
-      bar.close()
-      for it in iterators.values():
-        it.close()
-      manager.wait_until_finished()
-      manager.close()
-      writer.close()
+    except BaseException:
+      _close_loop(bar, iterators, manager, writer, raising=False)
+      raise
+  _close_loop(bar, iterators, manager, writer, raising=True)
 
   for name, player in stage.method.players(stage.network['num_classes']).items():
     networks_lib.save_network(os.path.join(stage_dir, stages_lib.PLAYERS_SUBDIR, name),

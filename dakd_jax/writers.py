@@ -1,8 +1,10 @@
 """Metric writer: console (logging), `<dir>/metrics.jsonl` and TensorBoard events, TF-free.
 
 `clu.metric_writers` and `flax.metrics.tensorboard` import TensorFlow, which this project never
-needs (style.md §1), so TensorBoard files are written with tensorboardX. Only process 0 writes;
-on other processes every method is a no-op, so callers need no `if process_index() == 0`.
+needs (style.md §1), so TensorBoard files are written with tensorboardX's protos and its
+synchronous events file (no writer thread, no exit hook: a full disk or a kill loses nothing
+already logged and prints nothing at exit). Only process 0 writes; on other processes every method
+is a no-op, so callers need no `if process_index() == 0`.
 """
 
 from collections.abc import Mapping
@@ -15,8 +17,9 @@ from typing import Any
 
 import jax
 import numpy as np
-import tensorboardX
+from tensorboardX import event_file_writer
 from tensorboardX import summary as tbx_summary
+from tensorboardX.proto import event_pb2
 
 METRICS_FILE = "metrics.jsonl"
 HPARAMS_FILE = "hparams.json"
@@ -65,7 +68,7 @@ class MetricWriter:
     if self._enabled:
       os.makedirs(self._logdir, exist_ok=True)
       self._jsonl = open(os.path.join(self._logdir, METRICS_FILE), "a", encoding="utf-8")
-      self._tb = tensorboardX.SummaryWriter(logdir=self._logdir)
+      self._tb = event_file_writer.EventsWriter(os.path.join(self._logdir, "events"))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Logs `{name: scalar}` at `step`; one JSON line `{"step", "time", name: value...}`."""
@@ -80,7 +83,11 @@ class MetricWriter:
     self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
     self._jsonl.flush()  # A killed run keeps every logged line.
     for name, value in values.items():
-      self._tb.add_scalar(name, value, global_step=step)
+      self._write_event(tbx_summary.scalar(name, value), step, record["time"])
+    self._tb.flush()
+
+  def _write_event(self, summary, step: int, wall_time: float) -> None:
+    self._tb.write_event(event_pb2.Event(wall_time=wall_time, step=step, summary=summary))
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """Records the (possibly nested) hyper-parameters: `hparams.json` and the TB hparams tab."""
@@ -89,9 +96,10 @@ class MetricWriter:
     flat = {k: _hparam_value(v) for k, v in flatten(hparams).items()}
     with open(os.path.join(self._logdir, HPARAMS_FILE), "w", encoding="utf-8") as f:
       json.dump(flat, f, indent=2, sort_keys=True)
-    # Into this run's own event file (tensorboardX's add_hparams would open a sub-run).
+    # Into this run's own events file (tensorboardX's add_hparams would open a sub-run).
     for proto in tbx_summary.hparams(flat, {}):
-      self._tb.file_writer.add_summary(proto)
+      self._write_event(proto, 0, time.time())
+    self._tb.flush()
 
   def flush(self) -> None:
     if self._enabled:
@@ -100,9 +108,11 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._enabled:
-      self._jsonl.close()
-      self._tb.close()
       self._enabled = False
+      try:
+        self._jsonl.close()
+      finally:  # Also when the disk is full.
+        self._tb.close()
 
   def __enter__(self) -> "MetricWriter":
     return self

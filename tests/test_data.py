@@ -1,5 +1,6 @@
 """Builders and grain pipelines on tiny trees written here in each official layout, with no TF."""
 
+import dataclasses
 import logging
 import sys
 import time
@@ -323,6 +324,27 @@ def test_truncated_image_names_the_file(tmp_path):
                                   data_dir=tmp_path / 'tfds')
   with pytest.raises(ValueError, match=r'cannot decode image images/00002.png'):
     list(ds)
+
+
+def test_skip_unreadable_leaves_the_example_out_and_lists_it(tmp_path, caplog):
+  root = write_gta5(tmp_path / 'g', n=3)
+  path = root / 'images' / '00002.png'
+  path.write_bytes(path.read_bytes()[:-60])
+  stream = dataclasses.replace(cfg('gta5', root), skip_unreadable=True)
+  pipeline.check(stream, tmp_path / 'tfds')  # Start-up checks let the run begin.
+  skipped = transforms.SkippedFiles()
+  with caplog.at_level(logging.WARNING):
+    batches = take(pipeline.make_train_dataset(stream, global_batch_size=2, seed=0,
+                                               data_dir=tmp_path / 'tfds', shard_index=0,
+                                               shard_count=1, skipped=skipped), 6)
+  readable = [np.asarray(Image.open(root / 'images' / f'0000{i}.png').convert('RGB'))
+              for i in (1, 3)]
+  for image in (x for b in batches for x in b['image']):  # Full batches of readable examples.
+    bgr = (image + transforms.CAFFE_MEAN_BGR)[..., ::-1]
+    assert sum(np.allclose(bgr, r, atol=1e-3) for r in readable) == 1
+  (name, reason), = skipped.listing().items()  # Met every epoch, named once.
+  assert reason.startswith('cannot decode image images/00002.png') and '00002' in name
+  assert sum('images/00002.png' in r.getMessage() for r in caplog.records) == 1
 
 
 def test_unknown_dataset_and_normalization(tmp_path, gta5, data_dir):

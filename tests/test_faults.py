@@ -6,6 +6,8 @@ them with what the user sees.
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +27,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'configs', 'tiny.py')
 
 
-def _main(args, devices=1, **kwargs):
+def _main(args, devices=1, wrap=None, **kwargs):
+  """`python -m dakd_jax.main ARGS` on `devices` CPU devices; `wrap(command) -> argv` runs the
+  command line (a string) another way."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   env.pop('DAKD_VERBOSE', None)
-  return subprocess.Popen([sys.executable, '-m', 'dakd_jax.main', *args], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+  argv = [sys.executable, '-m', 'dakd_jax.main', *args]
+  if wrap is not None:
+    argv = wrap(shlex.join(argv))
+  return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def _user_error_line(args, tmp_path):
@@ -54,6 +61,22 @@ def _user_error_line(args, tmp_path):
 ])
 def test_config_mistakes_end_in_one_line(args, expected, tmp_path):
   assert _user_error_line(args, tmp_path).startswith(expected)
+
+
+@pytest.mark.slow
+def test_show_config_lists_every_field_with_the_overrides():
+  proc = _main(['--config', TINY, '--show_config', '--config.stages.student.optim.lr=0.5'])
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  lines = out.splitlines()
+  assert 'config.stages.student.optim.lr = 0.5' in lines
+  assert 'config.skip_unreadable_images = False' in lines
+  assert all(line.startswith('config.') and ' = ' in line for line in lines)
+  proc = _main(['--config', TINY])  # Without --show_config a run needs its directory.
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == errors.EXIT_USER_ERROR
+  assert err.strip().splitlines() == ['error: --workdir: required (the directory for '
+                                      'checkpoints, logs and results)']
 
 
 @pytest.mark.slow
@@ -183,7 +206,7 @@ def _started(workdir):
 
 @pytest.fixture(scope='module')
 def straight_run(synthetic_root, tfds_dir, tmp_path_factory):
-  """The exported student of an uninterrupted 40-step run in its own process."""
+  """The workdir of an uninterrupted 40-step run of the student in its own process."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.roots.gta5 = os.path.join(synthetic_root, 'gta5')
@@ -192,7 +215,7 @@ def straight_run(synthetic_root, tfds_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   experiment.prepare_inputs(config, workdir)
   _run_to_completion(_common_args(synthetic_root, tfds_dir, 1000) + ['--workdir', workdir])
-  return _exported(workdir)
+  return workdir
 
 
 @pytest.mark.slow
@@ -206,7 +229,7 @@ def test_kill_9_during_checkpoint_writes_resumes_exactly(straight_run, synthetic
   proc.communicate(timeout=60)
   assert not stages_lib.is_complete(stages_lib.stage_dir(killed, 'student'))
   _run_to_completion(common + ['--workdir', killed])
-  _assert_same(straight_run, _exported(killed))
+  _assert_same(_exported(straight_run), _exported(killed))
 
 
 @pytest.mark.slow
@@ -227,7 +250,45 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(straight_run, synthe
   assert os.path.isdir(os.path.join(stopped, 'student', 'checkpoints', str(step)))
 
   _run_to_completion(common + ['--workdir', stopped])
-  _assert_same(straight_run, _exported(stopped))
+  _assert_same(_exported(straight_run), _exported(stopped))
+
+
+def _can_mount_a_tiny_filesystem():
+  return shutil.which('unshare') is not None and subprocess.run(
+      ['unshare', '-rm', 'true'], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_a_tiny_filesystem(),
+                    reason='needs `unshare -rm` (user and mount namespaces) for a tiny tmpfs')
+def test_full_disk_stops_with_one_line_and_keeps_the_committed_checkpoints(
+    straight_run, synthetic_root, tfds_dir, tmp_path):
+  # The run's directory is a tmpfs with room for two and a half of its checkpoints.
+  final = os.path.join(straight_run, 'student', 'checkpoints', '40')
+  size_kib = int(2.5 * sum(os.stat(os.path.join(d, f)).st_blocks * 512
+                           for d, _, files in os.walk(final) for f in files)) // 1024
+  workdir, copy = tmp_path / 'run', tmp_path / 'copy'
+  workdir.mkdir()
+  args = _common_args(synthetic_root, tfds_dir, checkpoint_every=1) + [
+      '--workdir', str(workdir), f'--compilation_cache_dir={tmp_path / "cache"}']
+  # The tmpfs lives as long as the namespace: its content is copied out before it ends.
+  wrap = lambda command: ['unshare', '-rm', 'sh', '-c', (
+      f'mount -t tmpfs -o size={size_kib}k tmpfs {workdir} && {{ {command}; status=$?; '
+      f'cp -a {workdir}/. {copy}/; exit $status; }}')]
+  proc = _main(args, devices=8, wrap=wrap)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == errors.EXIT_USER_ERROR, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f'error: {workdir}/student/checkpoints: no space left on the device '
+                         'while writing a checkpoint; the run stopped and the committed '
+                         'checkpoints (steps ['), last
+  kept = json.loads(last.split('(steps ')[1].split(')')[0])
+  assert kept and max(kept) < 40
+  os.rmdir(workdir)  # Unmounted with the namespace: the copy takes its place, space freed.
+  os.rename(copy, workdir)
+  _run_to_completion(args)
+  _assert_same(_exported(straight_run), _exported(workdir))
 
 
 @pytest.mark.slow
@@ -255,6 +316,14 @@ def test_truncated_image_is_named_then_its_repair_is_picked_up(tiny_config, synt
                                   'stages.student.num_steps': 4})
   with pytest.raises(errors.UserError, match=f'cannot decode image images/{image.name}'):
     experiment.run(config(), str(tmp_path / 'run'))
+  skipping = str(tmp_path / 'skipping')  # Or the run goes on without it, saying so.
+  experiment.run(tiny_config(**{'roots.gta5': str(source), 'data_dir': str(tmp_path / 'tfds'),
+                                'stages.student.num_steps': 4, 'skip_unreadable_images': True}),
+                 skipping)
+  with open(os.path.join(skipping, 'student', 'skipped_images.txt')) as f:
+    assert f.read().startswith(f'cannot decode image images/{image.name}')
+  with open(os.path.join(skipping, 'student', 'metrics.jsonl')) as f:
+    assert json.loads(f.readlines()[-1])['data/skipped_images'] == 1
   image.write_bytes(original)  # Repaired on disk: the prepared copy must follow.
   data_pipeline._VERIFIED.clear()  # A new process.
   experiment.run(config(), str(tmp_path / 'run'))

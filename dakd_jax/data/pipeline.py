@@ -59,6 +59,8 @@ class Stream:
     size: (H, W) every image and label is resized to (bicubic / nearest), or None.
     normalization: 'caffe' (BGR minus mean, 0-255; official) | 'imagenet'.
     augment: random augmentation after the resize.
+    skip_unreadable: leave out an example whose image or label does not decode (see
+      `transforms.Decode`) instead of stopping with its name.
   """
   dataset: str
   root: str
@@ -66,6 +68,7 @@ class Stream:
   size: tuple[int, int] | None = None
   normalization: str = 'caffe'
   augment: Augment = Augment()
+  skip_unreadable: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,8 @@ def check(data: Stream | EvalSet, data_dir) -> None:
   source, builder_cls = _data_source(data, data_dir)
   if not len(source):  # pylint: disable=g-explicit-length-test
     raise errors.UserError(f'{data.dataset}: split {data.split!r} under {data.root} is empty')
-  transforms.Decode(allow_size_mismatch=builder_cls.ALLOW_SIZE_MISMATCH).map(source[0])
+  if not getattr(data, 'skip_unreadable', False):
+    transforms.Decode(allow_size_mismatch=builder_cls.ALLOW_SIZE_MISMATCH).map(source[0])
 
 
 def num_examples(data: Stream | EvalSet, *, data_dir) -> int:
@@ -167,8 +171,8 @@ def _read_options() -> grain.ReadOptions:
 
 
 def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, data_dir,
-                       shard_index: int | None = None,
-                       shard_count: int | None = None) -> grain.IterDataset:
+                       shard_index: int | None = None, shard_count: int | None = None,
+                       skipped: transforms.SkippedFiles | None = None) -> grain.IterDataset:
   """Infinite, shuffled training stream of this host's batches.
 
   Args:
@@ -177,6 +181,9 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
     seed: fixes the shuffle order and every random augmentation.
     data_dir: where the TFDS copy is prepared (see `prepare`).
     shard_index, shard_count: this host's slice; default `jax.process_index()/process_count()`.
+    skipped: with `stream.skip_unreadable`, records the examples left out (default: a new one).
+      Batches stay full and the order of the readable examples is kept, so a resumed run reads
+      what an uninterrupted one does.
 
   Returns:
     An IterDataset of {'image': float32 [B, H, W, 3], 'label': int32 [B, H, W]} (train ids).
@@ -190,7 +197,11 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
   augment = stream.augment
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   ds = ds[shard_index::shard_count]
-  ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH))
+  if stream.skip_unreadable:
+    skipped = transforms.SkippedFiles() if skipped is None else skipped
+  else:
+    skipped = None
+  ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH, skipped=skipped))
   if stream.size:
     ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size)))
   if augment.random_scale:

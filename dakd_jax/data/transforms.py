@@ -12,6 +12,8 @@ Elements between transforms are dicts. Up to `ToArrays` they hold PIL images ('i
 
 import dataclasses
 import io
+import logging
+import threading
 
 import grain
 import numpy as np
@@ -72,6 +74,30 @@ def resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
   return image.resize(_wh(size), Image.BICUBIC)
 
 
+class SkippedFiles:
+  """The examples a training stream left out because they do not decode (thread-safe).
+
+  Each is named in one warning line the first time it is met (a stream repeats its split).
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._reasons: dict[str, str] = {}
+
+  def add(self, name: str, reason: str) -> None:
+    with self._lock:
+      if name in self._reasons:
+        return
+      self._reasons[name] = reason
+      count = len(self._reasons)
+    logging.warning('skipped (%d so far): %s', count, reason)
+
+  def listing(self) -> dict[str, str]:
+    """`{example name: the one-line reason}`, in the order they were met."""
+    with self._lock:
+      return dict(self._reasons)
+
+
 @dataclasses.dataclass(frozen=True)
 class Decode(grain.transforms.Map):
   """A stored record (encoded bytes, see builders/official.py) -> PIL 'image', 'label', 'name'.
@@ -79,10 +105,22 @@ class Decode(grain.transforms.Map):
   `allow_size_mismatch`: resize a label whose size differs from its image to the image size with
   NEAREST (GTA5; the builder logged how many pairs are affected when it prepared the data);
   otherwise a mismatch is an error naming both files.
+  `skipped`: an example that does not decode becomes None (grain leaves it out of the batches) and
+  is recorded there; without it, it raises a one-line `errors.UserError` naming the file.
   """
   allow_size_mismatch: bool = False
+  skipped: SkippedFiles | None = None
 
-  def map(self, record: dict) -> dict:
+  def map(self, record: dict) -> dict | None:
+    if self.skipped is None:
+      return self._decode(record)
+    try:
+      return self._decode(record)
+    except errors.UserError as e:
+      self.skipped.add(_text(record['name']), str(e))
+      return None
+
+  def _decode(self, record: dict) -> dict:
     image_file, label_file = _text(record['image_file']), _text(record['label_file'])
     image = decode_rgb(record['image'], image_file)
     label = _open(record['label'], label_file, 'label')
