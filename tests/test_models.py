@@ -304,7 +304,7 @@ def test_drn_parity_with_torch(name, shape, train, torch):
     _check_running_stats(ref, name, updated)
 
 
-@pytest.mark.parametrize('train', [False, True])
+@pytest.mark.parametrize('train', [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_deeplab_parity_with_torch(train, torch):
   """AdaptSegNet's 2-branch head. Train-mode BN on a 1-image 65x65 batch is ill-conditioned:
   torch float32 itself is ~1e-4..4e-4 (relative) away from torch float64 there, so in train mode
