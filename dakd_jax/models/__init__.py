@@ -83,6 +83,16 @@ def count_params(variables_or_shapes: Mapping[str, Any]) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(tree))
 
 
+def initialiser(name: str):
+  """How model `name` starts from another network's variables, or None (same model only).
+
+  A model class may declare `init_from_previous(previous, fresh) -> variables` (MuHDi: from a
+  2-head or a 4-head DeepLab); it raises ValueError when `previous` does not fit.
+  """
+  model_options(name)  # Validates the name.
+  return getattr(_REGISTRY[name][0], 'init_from_previous', None)
+
+
 def head_modules(name: str) -> tuple[str, ...]:
   """Top-level parameter subtrees of model `name` that are classifier heads (`HEAD_MODULES`)."""
   model_options(name)  # Validates the name.

@@ -61,6 +61,11 @@ class MuHDiDeepLab(DeepLabV2Multi):
       out['main_features'] = features[3]
     return out
 
+  @staticmethod
+  def init_from_previous(previous, fresh):
+    """The starting variables of a step (`init_from_previous` below; `models.initialiser`)."""
+    return init_from_previous(previous, fresh)
+
 
 def init_from_previous(previous: Mapping[str, Any], fresh: Mapping[str, Any]) -> Dict[str, Any]:
   """Starting variables of a MuHDi step from the previous step's network (official rule).
