@@ -53,7 +53,8 @@ def eval_set(config):
   return data_pipeline.EvalSet(
       dataset=e.dataset, root=config.roots[e.dataset], split=e.split,
       input_size=tuple(e.input_size), label_size=tuple(e.label_size) if e.label_size else None,
-      normalization=config.normalization, num_images=e.num_images)
+      normalization=config.normalization, num_images=e.num_images,
+      num_classes=config.num_classes)
 
 
 def make_evaluator(config):
