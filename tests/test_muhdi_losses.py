@@ -55,7 +55,7 @@ def test_pod_local_embedding_by_hand():
 
 
 def test_pod_local_is_zero_with_zero_gradient_on_equal_maps():
-  maps = [jnp.asarray(m, jnp.float32) for m in _maps(2)]
+  maps = [jnp.asarray(m, jnp.float32) for m in _maps(2, SHAPES[:2])]
   value, grads = jax.jit(jax.value_and_grad(losses.pod_local_distillation))(maps, maps)
   assert float(value) == 0.0
   assert all(np.all(np.asarray(g) == 0) for g in grads)

@@ -92,6 +92,7 @@ def test_terms_match_the_official_formulas(torch, teacher_loss):
   assert src_in.shape == (N, H, W, C)
 
 
+@pytest.mark.slow  # Compiles the Jacobian of every term: ~6 s.
 def test_each_term_reaches_only_its_heads():
   """CE and adversarial terms train the specialists; the distillation terms the agnostic heads
   (the specialists are the gradient-stopped teachers of the target terms)."""

@@ -83,22 +83,23 @@ def _assert_same(variables, state, name, **options):
 
 @pytest.fixture(scope='module')
 def references():
-  """State dicts (7 classes) of an ADVENT network, a trained MuHDi one and a fresh MuHDi one;
-  tests taking it carry the `torch` mark."""
+  """`{name: (state dict, converted variables)}` (7 classes) of an ADVENT network, a trained
+  MuHDi one and a fresh MuHDi one; tests taking it carry the `torch` mark."""
   import torch  # pylint: disable=g-import-not-at-top,redefined-outer-name
   from dakd_jax.torch_ref import models as R  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  advent = R.randomize_batchnorm_(R.DeepLabMulti(7), seed=1).state_dict()
-  muhdi_prev = R.randomize_batchnorm_(R.DeepLabMuHDi(7), seed=2).state_dict()
-  fresh = R.DeepLabMuHDi(7).state_dict()
-  return advent, muhdi_prev, fresh
+  states = {'advent': R.randomize_batchnorm_(R.DeepLabMulti(7), seed=1).state_dict(),
+            'muhdi': R.randomize_batchnorm_(R.DeepLabMuHDi(7), seed=2).state_dict(),
+            'fresh': R.DeepLabMuHDi(7).state_dict()}
+  arch = lambda name: 'deeplabv2_r101' if name == 'advent' else 'muhdi_deeplabv2_r101'
+  return {name: (state, convert.torch_to_flax(state, arch(name), num_classes=7))
+          for name, state in states.items()}
 
 
-@pytest.mark.slow  # Each conversion traces R101's init (~3 s).
+@pytest.mark.slow  # Each conversion traces R101's init (~2 s).
 @pytest.mark.torch
 def test_convert_muhdi_and_advent_checkpoints(references):
-  advent, muhdi_prev, _ = references
-  variables = convert.torch_to_flax(muhdi_prev, 'muhdi_deeplabv2_r101', num_classes=7)
+  (advent, plain), (muhdi_prev, variables) = references['advent'], references['muhdi']
   assert models.count_params(variables) == 44_048_560
   for head, layer in HEADS.items():
     for i in range(4):
@@ -107,24 +108,19 @@ def test_convert_muhdi_and_advent_checkpoints(references):
           muhdi_prev[f'{layer}.conv2d_list.{i}.weight'].numpy().transpose(2, 3, 1, 0))
       np.testing.assert_array_equal(variables['params'][head][f'branch{i}']['bias'],
                                     muhdi_prev[f'{layer}.conv2d_list.{i}.bias'].numpy())
-  plain = convert.torch_to_flax(advent, 'deeplabv2_r101', num_classes=7)
   np.testing.assert_array_equal(plain['batch_stats']['layer4']['block2']['bn3']['var'],
                                 advent['layer4.2.bn3.running_var'].numpy())
   with pytest.raises(ValueError, match='layer7'):  # A 2-head network is not a MuHDi one.
     convert.torch_to_flax(advent, 'muhdi_deeplabv2_r101', num_classes=7)
 
 
-@pytest.mark.slow  # Each conversion traces R101's init (~3 s).
+@pytest.mark.slow  # Each conversion traces R101's init (~2 s).
 @pytest.mark.torch
 @pytest.mark.parametrize('previous', ['advent', 'muhdi'])
 def test_step_initialisation_follows_the_official_loop(references, previous):
   """Step 2 starts from ADVENT (specialist heads stay fresh), step 3 from MuHDi (agnostic heads
   <- old specialist heads); the old model drops the specialist heads."""
-  advent, muhdi_prev, fresh = references
-  saved = advent if previous == 'advent' else muhdi_prev
-  prev_name = 'deeplabv2_r101' if previous == 'advent' else 'muhdi_deeplabv2_r101'
-  prev_vars = convert.torch_to_flax(saved, prev_name, num_classes=7)
-  fresh_vars = convert.torch_to_flax(fresh, 'muhdi_deeplabv2_r101', num_classes=7)
+  (saved, prev_vars), (fresh, fresh_vars) = references[previous], references['fresh']
   got = muhdi.init_from_previous(prev_vars, fresh_vars)
   _assert_same(got, _official_restore(fresh, saved), 'muhdi_deeplabv2_r101', num_classes=7)
   if previous == 'muhdi':
@@ -138,11 +134,10 @@ def test_step_initialisation_follows_the_official_loop(references, previous):
   _assert_same(old, _official_old_model(plain_fresh, saved), 'deeplabv2_r101', num_classes=7)
 
 
-@pytest.mark.slow  # Each conversion traces R101's init (~3 s).
+@pytest.mark.slow  # Each conversion traces R101's init (~2 s).
 @pytest.mark.torch
 def test_initialisation_rejects_other_classes(references):
-  advent, _, fresh = references
-  prev = convert.torch_to_flax(advent, 'deeplabv2_r101', num_classes=7)
+  prev = references['advent'][1]
   fresh19 = jax.tree.map(np.zeros_like,
                          models.abstract_variables('muhdi_deeplabv2_r101', 19))
   with pytest.raises(ValueError, match='num_classes'):
