@@ -136,6 +136,9 @@ def base_config():
   config.synthetic.num_source = 300
   config.synthetic.num_target_train = 300
   config.synthetic.num_target_val = 100
+  config.synthetic.bdd = False  # Also a BDD100K-like second target (roots.bdd100k).
+  config.synthetic.num_bdd_train = 100
+  config.synthetic.num_bdd_val = 50
 
   # Evaluation of every stage's network on the target validation set.
   config.eval = ml_collections.ConfigDict()
@@ -155,6 +158,9 @@ def base_config():
   config.eval.select = 'last'
   config.eval.every = 0  # Steps between evaluations during training (for 'best_oracle').
   config.eval.variables = ''  # mode=eval: the variables directory to evaluate.
+  # More datasets every stage is evaluated on, with the same split and sizes (continual
+  # adaptation: every target seen so far); adds the per-domain table with forgetting.
+  config.eval.also = ()
 
   # Run-time precision, memory and parallelism choices (they change no variable).
   config.compute_dtype = 'float32'  # 'bfloat16' on GPU/TPU: fp32 params, bf16 convolutions.
@@ -218,6 +224,8 @@ def validate(config):
   check_one_of('bn_sync', config.bn_sync, BN_SYNC)
   check_one_of('eval.select', config.eval.select, EVAL_SELECT)
   check_one_of('eval.dataset', config.eval.dataset, tuple(BUILDERS))
+  for dataset in config.eval.also:
+    check_one_of('eval.also', dataset, tuple(BUILDERS))
   _require(config.eval.every >= 0, 'eval.every', 'a non-negative int', config.eval.every)
   if config.eval.select == 'best_oracle':
     _require(config.eval.every > 0, 'eval.every',

@@ -220,7 +220,8 @@ class Evaluator:
           f'{self.eval_set.dataset} {self.eval_set.split}: every label pixel of the {num_images} '
           'evaluated images maps to ignore (255); the labels are not in the expected id space '
           '(label ids for Cityscapes/GTA5, train ids for BDD100K)')
-    result = metrics_lib.segmentation_metrics(np.asarray(confusion), labels_lib.CLASS_NAMES)
+    result = metrics_lib.segmentation_metrics(np.asarray(confusion),
+                                             labels_lib.class_names(self.num_classes))
     result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
               'per_class_iou': result['per_class_iou'], 'num_images': num_images,
               'checkpoint_step': int(checkpoint_step)}

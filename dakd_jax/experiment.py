@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from dakd_jax import config as config_lib
+from dakd_jax import continual
 from dakd_jax import errors
 from dakd_jax import evaluate as evaluate_lib
 from dakd_jax import metrics as metrics_lib
@@ -35,6 +36,7 @@ from dakd_jax.data import pipeline as data_pipeline
 from dakd_jax.data import synthetic
 
 RESULTS_TABLE, RESULTS_JSON, GRID_FILE = 'results.md', 'results.json', 'grid.png'
+CONTINUAL_TABLE = 'continual.md'  # mIoU per evaluated domain and forgetting (eval.also).
 ORACLE_ROW = '{row} [oracle: best of {num_evaluations} on target val, step {step}]'
 
 
@@ -48,16 +50,19 @@ def run_settings(config):
       eval_every=config.eval.every if config.eval.select == 'best_oracle' else 0)
 
 
-def eval_set(config):
+def eval_set(config, dataset=None):
+  """The evaluation set of `config.eval`, on `dataset` (default `eval.dataset`)."""
   e = config.eval
+  dataset = dataset or e.dataset
   return data_pipeline.EvalSet(
-      dataset=e.dataset, root=config.roots[e.dataset], split=e.split,
+      dataset=dataset, root=config.roots[dataset], split=e.split,
       input_size=tuple(e.input_size), label_size=tuple(e.label_size) if e.label_size else None,
-      normalization=config.normalization, num_images=e.num_images)
+      normalization=config.normalization, num_images=e.num_images,
+      num_classes=config.num_classes)
 
 
-def make_evaluator(config):
-  return evaluate_lib.Evaluator(eval_set(config), batch_size=config.eval.batch_size,
+def make_evaluator(config, dataset=None):
+  return evaluate_lib.Evaluator(eval_set(config, dataset), batch_size=config.eval.batch_size,
                                 num_classes=config.num_classes,
                                 compute_dtype=config.compute_dtype, data_dir=config.data_dir)
 
@@ -72,11 +77,13 @@ def prepare_inputs(config, workdir):
   if config.synthetic.enabled:
     s = config.synthetic
     out = s.out or os.path.join(workdir, 'synthetic')
-    roots = {name: os.path.join(out, name) for name in ('gta5', 'cityscapes')}
+    roots = {name: os.path.join(out, name)
+             for name in ('gta5', 'cityscapes') + (('bdd100k',) if s.bdd else ())}
     if jax.process_index() == 0:
       roots = synthetic.generate(out, seed=s.seed, size=tuple(s.size), num_source=s.num_source,
                                  num_target_train=s.num_target_train,
-                                 num_target_val=s.num_target_val)
+                                 num_target_val=s.num_target_val, bdd=s.bdd,
+                                 num_bdd_train=s.num_bdd_train, num_bdd_val=s.num_bdd_val)
     for name, root in roots.items():  # Empty roots point at the generated folders.
       config.roots[name] = config.roots[name] or root
     multihost_utils.sync_global_devices('synthetic data')
@@ -86,7 +93,8 @@ def prepare_inputs(config, workdir):
   for stage in plan:
     sharding.check_batch_divisible(stage.batch_size, mesh, f'stages.{stage.name}.batch_size')
   streams = [stream for s in plan for stream in (s.source, s.target)
-             if stream is s.source or s.method.uses_target] + [eval_set(config)]
+             if stream is s.source or s.method.uses_target] + [
+                 eval_set(config, d) for d in (config.eval.dataset, *config.eval.also)]
   for dataset in {data.dataset for data in streams}:
     config_lib.check_root(dataset, config.roots[dataset])
   if jax.process_index() == 0:
@@ -122,8 +130,11 @@ def stage_fields(config, name):
                           **{k: config[k] for k in RUN_FIELDS}})
 
 
-def run_stage(config, stage, evaluator, workdir):
-  """Trains (unless `stage.trained`) and evaluates one stage; skipped when complete."""
+def run_stage(config, stage, evaluator, workdir, also=None):
+  """Trains (unless `stage.trained`) and evaluates one stage; skipped when complete.
+
+  `also`: `{dataset: evaluator}` of the further datasets it is evaluated on (`eval.also`).
+  """
   directory = stages_lib.stage_dir(workdir, stage.name)
   longer = stages_lib.check_config_record(directory, stage.name, stage_fields(config, stage.name),
                                           allow_longer=config.train.allow_longer)
@@ -145,9 +156,14 @@ def run_stage(config, stage, evaluator, workdir):
   spec, variables = networks_lib.load_network(export)
   metrics = evaluator(spec, variables, os.path.join(directory, 'eval'), checkpoint_step=step,
                       **eval_options)
+  miou = {config.eval.dataset: metrics['miou']}
+  for dataset, evaluate_on in (also or {}).items():
+    miou[dataset] = evaluate_on(spec, variables, os.path.join(directory, f'eval_{dataset}'),
+                                checkpoint_step=step, **eval_options)['miou']
   record = {'stage': stage.name, 'row': stage.row, 'method': stage.method.name,
             'network': stage.network['arch'], 'export': export, 'step': step,
-            'metrics': metrics, 'oracle': selection.read_oracle(directory)}
+            'metrics': metrics, 'oracle': selection.read_oracle(directory),
+            'target': stage.target.dataset, 'init': stage.init, 'miou_by_dataset': miou}
   stages_lib.mark_complete(directory, record)
   return record
 
@@ -155,8 +171,14 @@ def run_stage(config, stage, evaluator, workdir):
 def run_pipeline(config, plan, workdir):
   """Every stage of the plan in order, then the results table and grid."""
   evaluator = make_evaluator(config)
-  records = [run_stage(config, stage, evaluator, workdir) for stage in plan]
-  write_results(workdir, records)
+  also = {d: make_evaluator(config, d) for d in config.eval.also}
+  records = [run_stage(config, stage, evaluator, workdir, also) for stage in plan]
+  write_results(workdir, records, labels_lib.class_names(config.num_classes))
+  if also and jax.process_index() == 0:
+    table = continual.format_table(records, (config.eval.dataset, *also))
+    print(table, flush=True)
+    with open(os.path.join(workdir, CONTINUAL_TABLE), 'w') as f:
+      f.write(table + '\n')
   return {r['stage']: r['metrics'] for r in records}
 
 
@@ -170,9 +192,9 @@ def result_rows(records):
   return rows
 
 
-def write_results(workdir, records):
+def write_results(workdir, records, class_names=labels_lib.CLASS_NAMES):
   """The Table-1-shaped text table, results.json and the picture grid (process 0)."""
-  table = metrics_lib.format_results_table(result_rows(records), labels_lib.CLASS_NAMES)
+  table = metrics_lib.format_results_table(result_rows(records), class_names)
   print(table, flush=True)
   if jax.process_index() != 0:
     return

@@ -176,3 +176,82 @@ def entropy_loss(logits: jax.Array) -> jax.Array:
   """
   return jnp.mean(jnp.sum(self_information(jax.nn.softmax(_f32(logits), axis=-1)), axis=-1))
 
+
+
+def pod_local_embedding(x: jax.Array, scales=(1, 2, 4)) -> jax.Array:
+  """POD-local embedding of a feature map (MuHDi / PLOP `_local_pod` after `pow` pre-processing).
+
+  The map is squared; for each scale s it is cut into s x s cells of (H // s) x (W // s) pixels
+  (the remainder rows/columns are dropped, empty cells skipped, as the official loop does); each
+  cell contributes its width-pooled means `[N, kh, C]` and its height-pooled means `[N, kw, C]`.
+
+  Args:
+    x: `[N, H, W, C]` feature map.
+    scales: the spatial-pyramid scales.
+
+  Returns:
+    `[N, D]` float32, D = C x sum over scales and cells of (kh + kw).
+  """
+  a = jnp.square(_f32(x))
+  n, h, w, _ = a.shape
+  parts = []
+  for scale in scales:
+    kh, kw = h // scale, w // scale
+    if not (kh and kw):
+      continue
+    for i in range(scale):
+      for j in range(scale):
+        cell = a[:, i * kh:(i + 1) * kh, j * kw:(j + 1) * kw, :]
+        parts += [jnp.mean(cell, axis=2).reshape(n, -1), jnp.mean(cell, axis=1).reshape(n, -1)]
+  return jnp.concatenate(parts, axis=1)
+
+
+def pod_local_distillation(student_maps, teacher_maps, scales=(1, 2, 4)) -> jax.Array:
+  """MuHDi's feature distillation (`features_distillation`, 'local' pooling, Frobenius).
+
+  Per layer: the L2 norm of the difference of the POD-local embeddings of the teacher's and the
+  student's map, averaged over the batch; then the mean over the layers. No normalisation. The
+  norm's gradient is 0 where the embeddings are equal (torch's convention, not NaN).
+
+  Args:
+    student_maps: sequence of `[N, H_l, W_l, C_l]` maps (MuHDi: the four stage outputs).
+    teacher_maps: the same shapes; gradient is stopped.
+    scales: spatial-pyramid scales.
+
+  Returns:
+    Float32 scalar.
+  """
+  if len(student_maps) != len(teacher_maps) or not student_maps:
+    raise ValueError(f'pod_local_distillation: {len(student_maps)} student maps vs '
+                     f'{len(teacher_maps)} teacher maps; expected the same positive number.')
+  total = jnp.zeros((), jnp.float32)
+  for s, t in zip(student_maps, teacher_maps):
+    _check_same_shape('pod_local_distillation', s, t)
+    diff = (pod_local_embedding(s, scales)
+            - pod_local_embedding(jax.lax.stop_gradient(t), scales))
+    squared = jnp.sum(jnp.square(diff), axis=-1)
+    positive = squared > 0
+    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+    total = total + jnp.mean(norm)
+  return total / len(student_maps)
+
+
+def class_mean_kl(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
+  """MuHDi's `kl_divergence`: `F.kl_div(log p_S, p_T, size_average=True)`, i.e. KL(p_T || p_S)
+  averaged over all N x H x W x C elements (the per-pixel KL divided by C).
+
+  Args:
+    student_logits, teacher_logits: `[N, H, W, C]`; the teacher's gradient is stopped.
+
+  Returns:
+    Float32 scalar.
+  """
+  return kl_distillation(student_logits, teacher_logits, 'paper') / student_logits.shape[-1]
+
+
+def softmax_mse(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
+  """MuHDi's `mse_loss`: mean over all elements of (softmax(student) - softmax(teacher))^2,
+  teacher gradient stopped; `[N, H, W, C]` logits -> float32 scalar."""
+  _check_same_shape('softmax_mse', student_logits, teacher_logits)
+  return mse_distillation(jax.nn.softmax(_f32(student_logits), axis=-1),
+                          jax.nn.softmax(_f32(teacher_logits), axis=-1))

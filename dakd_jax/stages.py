@@ -166,7 +166,7 @@ def _stream(config, key, cfg):
   config_lib.check_size(f'{key}.augment.crop', aug.crop, optional=True)
   return data_pipeline.Stream(
       dataset=cfg.dataset, root=config.roots[cfg.dataset], split=cfg.split,
-      size=tuple(cfg.size), normalization=config.normalization,
+      size=tuple(cfg.size), normalization=config.normalization, num_classes=config.num_classes,
       skip_unreadable=bool(config.skip_unreadable_images),
       augment=data_pipeline.Augment(
           random_scale=tuple(aug.random_scale) if aug.random_scale else None,

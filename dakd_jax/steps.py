@@ -59,13 +59,13 @@ def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_
     losses.
   """
   method = program.method
-  kwargs = {'return_features': True} if method.needs_features else {}
+  network = base.with_features(program.network) if method.needs_features else program.network
   batch_stats = state.network.batch_stats
   outputs = {}
   for domain in DOMAINS if method.uses_target else DOMAINS[:1]:  # Source first, as torch.
     images = batch[f'{domain}_image']
-    raw, updates = program.network.apply({'params': params, 'batch_stats': batch_stats}, images,
-                                         train=True, mutable=['batch_stats'], **kwargs)
+    raw, updates = network.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                 train=True, mutable=['batch_stats'])
     batch_stats = updates['batch_stats']
     outputs[domain] = base.at_input_size(raw, images.shape[1:3])
   players = {name: _bound(module, state.players[name].variables)

@@ -142,8 +142,17 @@ def _load_inputs(stage, run, repl):
   """The stage's starting variables: init / players from their directories, frozen networks."""
   variables = random_variables(stage, run, sharding=repl)
   if stage.init:
-    _, loaded = networks_lib.load_network(stage.init, expected_arch=stage.network['arch'],
-                                          reference=variables['network'])
+    adapt = models.initialiser(stage.network['arch'])
+    if adapt is None:
+      _, loaded = networks_lib.load_network(stage.init, expected_arch=stage.network['arch'],
+                                            reference=variables['network'])
+    else:  # The model says how it starts from another network (MuHDi's step rules).
+      spec, previous = networks_lib.load_network(stage.init)
+      try:
+        loaded = adapt(previous, jax.device_get(variables['network']))
+      except ValueError as e:
+        raise errors.UserError(f'{stage.init}: a {spec["arch"]} cannot initialise the stage\'s '
+                               f'{stage.network["arch"]}: {e}') from None
     variables['network'] = jax.device_put(loaded, repl)
   logging.info('%s: network initialised from %s', stage.name, stage.init or 'random weights')
   if stage.players:

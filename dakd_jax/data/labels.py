@@ -91,10 +91,72 @@ TRAIN_ID_TO_ID[[l.train_id for l in TRAIN_LABELS]] = [l.id for l in TRAIN_LABELS
 # Which lookup maps a dataset's stored label space to train ids.
 LABEL_SPACE_LUTS = {'label_id': ID_TO_TRAIN_ID, 'train_id': TRAIN_ID_TO_TRAIN_ID}
 
+# MuHDi's 7 super-classes (its `info7class.json` tables and Mapillary mapping, method.md §7.3).
+SUPER_CLASS_NAMES = ('flat', 'construction', 'object', 'nature', 'sky', 'human', 'vehicle')
+_SUPER = {name: i for i, name in enumerate(SUPER_CLASS_NAMES)}
+# Cityscapes/GTA5 label id -> super-class (caravan 29 and trailer 30 are vehicles here).
+_CITYSCAPES_SUPER = {7: 'flat', 8: 'flat', 11: 'construction', 12: 'construction',
+                     13: 'construction', 17: 'object', 19: 'object', 20: 'object', 21: 'nature',
+                     22: 'nature', 23: 'sky', 24: 'human', 25: 'human',
+                     **{i: 'vehicle' for i in range(26, 34)}}
+# IDD label id (`*_gtFine_labelids.png`, ids 0..39) -> super-class; ids not listed are ignored.
+_IDD_SUPER = {0: 'flat', 2: 'flat', 3: 'flat', 6: 'human', 8: 'human',
+              **{i: 'vehicle' for i in range(9, 19)}, 19: 'construction', 20: 'construction',
+              21: 'construction', 23: 'object', 24: 'object', 25: 'object', 26: 'object',
+              29: 'construction', 32: 'nature', 33: 'sky'}
+# Mapillary Vistas v1.2 label id (the order of its config.json) -> super-class, None = ignored.
+MAPILLARY_SUPER = (
+    ('Bird', None), ('Ground Animal', None), ('Curb', 'construction'),
+    ('Fence', 'construction'), ('Guard Rail', 'construction'), ('Barrier', 'construction'),
+    ('Wall', 'construction'), ('Bike Lane', 'flat'), ('Crosswalk - Plain', 'flat'),
+    ('Curb Cut', 'flat'), ('Parking', 'flat'), ('Pedestrian Area', 'flat'),
+    ('Rail Track', 'flat'), ('Road', 'flat'), ('Service Lane', 'flat'), ('Sidewalk', 'flat'),
+    ('Bridge', 'construction'), ('Building', 'construction'), ('Tunnel', 'construction'),
+    ('Person', 'human'), ('Bicyclist', 'human'), ('Motorcyclist', 'human'),
+    ('Other Rider', 'human'), ('Lane Marking - Crosswalk', 'flat'),
+    ('Lane Marking - General', 'flat'), ('Mountain', None), ('Sand', None), ('Sky', 'sky'),
+    ('Snow', None), ('Terrain', 'flat'), ('Vegetation', 'nature'), ('Water', None),
+    ('Banner', None), ('Bench', None), ('Bike Rack', None), ('Billboard', None),
+    ('Catch Basin', None), ('CCTV Camera', None), ('Fire Hydrant', None), ('Junction Box', None),
+    ('Mailbox', None), ('Manhole', None), ('Phone Booth', None), ('Pothole', 'object'),
+    ('Street Light', 'object'), ('Pole', 'object'), ('Traffic Sign Frame', 'object'),
+    ('Utility Pole', 'object'), ('Traffic Light', 'object'), ('Traffic Sign (Back)', 'object'),
+    ('Traffic Sign (Front)', 'object'), ('Trash Can', None), ('Bicycle', 'vehicle'),
+    ('Boat', 'vehicle'), ('Bus', 'vehicle'), ('Car', 'vehicle'), ('Caravan', 'vehicle'),
+    ('Motorcycle', 'vehicle'), ('On Rails', 'vehicle'), ('Other Vehicle', 'vehicle'),
+    ('Trailer', 'vehicle'), ('Truck', 'vehicle'), ('Wheeled Slow', 'vehicle'),
+    ('Car Mount', None), ('Ego Vehicle', None), ('Unlabeled', None))
+SUPER_LABEL_SPACE_LUTS = {
+    'label_id': _lut((i, _SUPER[n]) for i, n in _CITYSCAPES_SUPER.items()),
+    # Train ids (BDD100K) through their Cityscapes label id.
+    'train_id': _lut((l.train_id, _SUPER[_CITYSCAPES_SUPER[l.id]]) for l in TRAIN_LABELS
+                     if l.id in _CITYSCAPES_SUPER),
+    'idd_id': _lut((i, _SUPER[n]) for i, n in _IDD_SUPER.items()),
+    'mapillary_id': _lut((i, _SUPER[n]) for i, (_, n) in enumerate(MAPILLARY_SUPER) if n),
+}
+# Classes -> (class names, {label space: lookup}). Colours: the first `classes` of PALETTE (the
+# official 7-class palette is the Cityscapes one).
+LABEL_SETS = {NUM_CLASSES: (CLASS_NAMES, LABEL_SPACE_LUTS),
+              len(SUPER_CLASS_NAMES): (SUPER_CLASS_NAMES, SUPER_LABEL_SPACE_LUTS)}
 
-def to_train_ids(label: np.ndarray, space: str) -> np.ndarray:
-  """Maps a uint8 label map stored in `space` ('label_id' | 'train_id') to int32 train ids."""
-  return LABEL_SPACE_LUTS[space][label].astype(np.int32)
+
+def class_names(num_classes: int = NUM_CLASSES) -> tuple[str, ...]:
+  """The names of a label set: 19 Cityscapes train classes or MuHDi's 7 super-classes."""
+  if num_classes not in LABEL_SETS:
+    raise errors.UserError(f'num_classes: expected one of {sorted(LABEL_SETS)} (the label sets '
+                           f'of dakd_jax.data.labels), got {num_classes!r}')
+  return LABEL_SETS[num_classes][0]
+
+
+def to_train_ids(label: np.ndarray, space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """Maps a uint8 label map stored in `space` ('label_id' | 'train_id' | 'idd_id' |
+  'mapillary_id') to int32 train ids of the `num_classes` label set (255 = ignore)."""
+  class_names(num_classes)  # Validates it.
+  luts = LABEL_SETS[num_classes][1]
+  if space not in luts:
+    raise errors.UserError(f'{space} labels have no mapping to {num_classes} classes; '
+                           f'num_classes {num_classes} reads {", ".join(luts)} labels')
+  return luts[space][label].astype(np.int32)
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:

@@ -53,12 +53,14 @@ class Stream:
   """One training input stream: a split of an official dataset folder, preprocessed.
 
   Attributes:
-    dataset: builder name ('gta5' | 'cityscapes' | 'bdd100k').
+    dataset: builder name ('gta5' | 'cityscapes' | 'bdd100k' | 'idd' | 'mapillary').
     root: the official extracted folder (see datasets/<name>/README.md).
     split: split of the builder ('train' | 'val'; TFDS slices such as 'train[:100]' work).
     size: (H, W) every image and label is resized to (bicubic / nearest), or None.
     normalization: 'caffe' (BGR minus mean, 0-255; official) | 'imagenet'.
     augment: random augmentation after the resize.
+    num_classes: the label set labels are mapped to (19 Cityscapes classes, 7 MuHDi
+      super-classes; `labels.LABEL_SETS`).
     skip_unreadable: leave out an example whose image or label does not decode (see
       `transforms.Decode`) instead of stopping with its name.
   """
@@ -68,6 +70,7 @@ class Stream:
   size: tuple[int, int] | None = None
   normalization: str = 'caffe'
   augment: Augment = Augment()
+  num_classes: int = 19
   skip_unreadable: bool = False
 
 
@@ -81,6 +84,7 @@ class EvalSet:
     label_size: (H, W) the label is resized to (nearest) before scoring, or None = its full
       resolution (the standard protocol; DAKD's `eval_cs.py` scored at 512x1024).
     num_images: the first n images in file order, -1 = all.
+    num_classes: as in `Stream`.
   """
   dataset: str
   root: str
@@ -89,6 +93,7 @@ class EvalSet:
   label_size: tuple[int, int] | None = None
   normalization: str = 'caffe'
   num_images: int = -1
+  num_classes: int = 19
 
 
 def _builder_class(data: Stream | EvalSet) -> type[OfficialLayoutBuilder]:
@@ -206,7 +211,7 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
     ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size)))
   if augment.random_scale:
     ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale)))
-  ds = ds.map(transforms.ToArrays(stream.normalization, cls.LABEL_SPACE))
+  ds = ds.map(transforms.ToArrays(stream.normalization, cls.LABEL_SPACE, stream.num_classes))
   if augment.crop or augment.flip:
     crop = tuple(augment.crop) if augment.crop else None
     ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.flip)))
@@ -257,6 +262,7 @@ def make_eval_dataset(eval_set: EvalSet, *, batch_size: int, data_dir,
     ds = ds.map(transforms.Resize(
         tuple(eval_set.input_size) if eval_set.input_size else None,
         tuple(eval_set.label_size) if eval_set.label_size else None))
-  ds = ds.map(transforms.ToArrays(eval_set.normalization, cls.LABEL_SPACE, keep_name=True))
+  ds = ds.map(transforms.ToArrays(eval_set.normalization, cls.LABEL_SPACE,
+                                        eval_set.num_classes, keep_name=True))
   ds = ds.to_iter_dataset(_read_options())
   return ds.batch(batch_size, drop_remainder=False)

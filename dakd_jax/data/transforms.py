@@ -175,12 +175,14 @@ class RandomScale(grain.transforms.RandomMap):
 class ToArrays(grain.transforms.Map):
   """PIL image/label -> float32 normalised image [H, W, 3] and int32 train-id label [H, W]."""
   normalization: str
-  label_space: str  # 'label_id' | 'train_id', see labels.LABEL_SPACE_LUTS
+  label_space: str  # 'label_id' | 'train_id' | 'idd_id' | 'mapillary_id', see labels
+  num_classes: int = 19  # The label set (labels.LABEL_SETS).
   keep_name: bool = False
 
   def map(self, element: dict) -> dict:
     out = {'image': normalize(np.asarray(element['image']), self.normalization),
-           'label': labels.to_train_ids(np.asarray(element['label']), self.label_space)}
+           'label': labels.to_train_ids(np.asarray(element['label']), self.label_space,
+                                        self.num_classes)}
     if self.keep_name:
       out['name'] = element['name']
     return out

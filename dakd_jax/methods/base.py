@@ -21,8 +21,10 @@ The step takes both gradients from the pre-update weights and then applies every
 official order of AdaptSegNet, ADVENT and DAKD.
 
 Shapes: images `[N, H, W, 3]`, labels `[N, H, W]` int32 (255 = ignore); `outputs[domain]` holds
-the network's `'aux'` and `'main'` logits upsampled (align corners) to the input size, float32
-`[N, H, W, C]`, plus `'aux_features'`/`'main_features'` at stride 8 when `needs_features`.
+the network's `'aux'` and `'main'` logits (and any other head's) upsampled (align corners) to the
+input size, float32 `[N, H, W, C]`, the same logits at stride 8 under `'stride8'`, plus
+`'aux_features'`/`'main_features'` at stride 8 when `needs_features` and the stage outputs
+(`'attentions'`) of networks that return them.
 """
 
 import dataclasses
@@ -36,8 +38,8 @@ from dakd_jax import losses
 from dakd_jax import models
 from dakd_jax.models.layers import resize_align_corners
 
-LOGIT_KEYS = ('aux', 'main')
-FEATURE_KEYS = ('aux_features', 'main_features')
+FEATURE_KEYS = ('aux_features', 'main_features', 'attentions')
+STRIDE8_KEY = 'stride8'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +65,26 @@ class Player:
     return models.create_model(self.arch, self.input_channels, **dict(self.options))
 
 
-def at_input_size(outputs: Mapping[str, jax.Array], size) -> dict[str, jax.Array]:
-  """Stride-8 logits -> float32 logits upsampled to `size` (H, W); features kept, as float32."""
-  up = {k: resize_align_corners(outputs[k].astype(jnp.float32), size) for k in LOGIT_KEYS}
-  up.update({k: outputs[k].astype(jnp.float32) for k in FEATURE_KEYS if k in outputs})
+def at_input_size(outputs: Mapping[str, Any], size) -> dict[str, Any]:
+  """A network's outputs as the methods see them, all float32.
+
+  Every logits output (every key but `FEATURE_KEYS`: 'aux', 'main' and e.g. MuHDi's specialist
+  heads) is upsampled to `size` (H, W); feature maps (a map or a list of maps) are kept as they
+  are; the stride-8 logits are also kept under `STRIDE8_KEY` (MuHDi distils them). Unused
+  entries cost nothing under jit.
+  """
+  logits = {k: v.astype(jnp.float32) for k, v in outputs.items() if k not in FEATURE_KEYS}
+  up = {k: resize_align_corners(v, size) for k, v in logits.items()}
+  up.update({k: jax.tree.map(lambda x: x.astype(jnp.float32), outputs[k])
+             for k in FEATURE_KEYS if k in outputs})
+  up[STRIDE8_KEY] = logits
   return up
+
+
+def with_features(module: nn.Module) -> nn.Module:
+  """The same network returning its feature maps too (`return_features` is a module attribute,
+  not a call argument)."""
+  return module.clone(return_features=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +99,11 @@ class FrozenNetwork:
 
   def __call__(self, images: jax.Array, *, train: bool = False,
                features: bool = False) -> dict[str, jax.Array]:
-    kwargs = {'return_features': True} if features else {}
+    module = with_features(self.module) if features else self.module
     if train:
-      outputs, _ = self.module.apply(self.variables, images, train=True,
-                                     mutable=['batch_stats'], **kwargs)
+      outputs, _ = module.apply(self.variables, images, train=True, mutable=['batch_stats'])
     else:
-      outputs = self.module.apply(self.variables, images, train=False, **kwargs)
+      outputs = module.apply(self.variables, images, train=False)
     return jax.lax.stop_gradient(at_input_size(outputs, images.shape[1:3]))
 
 

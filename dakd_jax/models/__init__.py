@@ -12,12 +12,14 @@ from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
+from dakd_jax.models.muhdi import MuHDiDeepLab
 
 # name -> (module class, constructor defaults; `arch` is fixed, the others are overridable).
 _REGISTRY = {
     'drn_d_22': (DRNSeg, {'arch': 'drn_d_22', 'aux_tap': 'layer6'}),
     'drn_d_38': (DRNSeg, {'arch': 'drn_d_38', 'aux_tap': 'layer7'}),
     'deeplabv2_r101': (DeepLabV2Multi, {}),
+    'muhdi_deeplabv2_r101': (MuHDiDeepLab, {}),
     'fc_discriminator': (FCDiscriminator, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
@@ -39,7 +41,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   """Builds a registered model.
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
-  'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  'deeplabv2_r101', 'muhdi_deeplabv2_r101' (agnostic and specialist heads, stage outputs),
+  'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)
@@ -78,6 +81,16 @@ def count_params(variables_or_shapes: Mapping[str, Any]) -> int:
   if isinstance(tree, Mapping) and 'params' in tree:
     tree = tree['params']
   return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def initialiser(name: str):
+  """How model `name` starts from another network's variables, or None (same model only).
+
+  A model class may declare `init_from_previous(previous, fresh) -> variables` (MuHDi: from a
+  2-head or a 4-head DeepLab); it raises ValueError when `previous` does not fit.
+  """
+  model_options(name)  # Validates the name.
+  return getattr(_REGISTRY[name][0], 'init_from_previous', None)
 
 
 def head_modules(name: str) -> tuple[str, ...]:

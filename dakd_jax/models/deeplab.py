@@ -116,7 +116,9 @@ class DeepLabV2Multi(nn.Module):
       (default True, as in AdaptSegNet/ADVENT).
     bn_groups: BatchNorm statistics groups in training (per-device statistics; see
       `layers.BatchNorm`); a run-time choice that changes no variable.
-    return_features: also return layer3 ('aux_features') and layer4 ('main_features') maps.
+    return_features: also return layer3 ('aux_features') and layer4 ('main_features') maps, and
+      the list of the four stage outputs ('attentions', what MuHDi's frozen previous model
+      distils from).
     remat: recompute every bottleneck in the backward pass instead of storing its activations.
   """
   HEAD_MODULES: ClassVar[tuple[str, ...]] = ('main_head', 'aux_head')
@@ -129,15 +131,15 @@ class DeepLabV2Multi(nn.Module):
   return_features: bool = False
   remat: bool = False
 
-  @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> Dict[str, jax.Array]:
-    """Maps images [N, H, W, 3] to logits {'aux', 'main'} [N, h, w, C] at output stride 8.
+  def backbone(self, images: jax.Array, train: bool) -> list[jax.Array]:
+    """The stem and the four stages (call from a compact method): the outputs of layer1..4.
 
-    h = ceil(p / 2) with p = ceil((ceil(H / 2) - 1) / 2) + 1 the pooled size (512 -> 65, 65 -> 9).
-    `train=True` normalises with batch statistics and updates `batch_stats` (make it mutable).
+    Returns [N, h_i, w_i, C_i] maps with C_i = 256, 512, 1024, 2048; layer1 at stride 4, the
+    others at stride 8. Each is the post-ReLU output of its stage's last block.
     """
     if self.aspp_branches not in (2, 4):
-      raise ValueError(f'DeepLabV2Multi: aspp_branches must be 2 or 4, got {self.aspp_branches}')
+      raise ValueError(f'{type(self).__name__}: aspp_branches must be 2 or 4, got '
+                       f'{self.aspp_branches}')
     norm = functools.partial(layers.BatchNorm, freeze_affine=self.freeze_bn_affine,
                              groups=self.bn_groups, dtype=self.dtype)
     x = layers.conv2d(64, 7, stride=2, padding=3, kernel_init=_INIT, dtype=self.dtype,
@@ -149,9 +151,23 @@ class DeepLabV2Multi(nn.Module):
       x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=self.dtype,
                       norm=norm, remat=self.remat, name=f'layer{i + 1}')(x, train)
       features.append(x)
-    head = lambda name: ASPPHead(self.num_classes, self.aspp_branches, self.dtype, name=name)
-    out = {'aux': head('aux_head')(features[2]), 'main': head('main_head')(features[3])}
+    return features
+
+  def head(self, name: str) -> ASPPHead:
+    """An ASPP-v2 head named `name` (call from a compact method)."""
+    return ASPPHead(self.num_classes, self.aspp_branches, self.dtype, name=name)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> Dict[str, jax.Array]:
+    """Maps images [N, H, W, 3] to logits {'aux', 'main'} [N, h, w, C] at output stride 8.
+
+    h = ceil(p / 2) with p = ceil((ceil(H / 2) - 1) / 2) + 1 the pooled size (512 -> 65, 65 -> 9).
+    `train=True` normalises with batch statistics and updates `batch_stats` (make it mutable).
+    """
+    features = self.backbone(images, train)
+    out = {'aux': self.head('aux_head')(features[2]), 'main': self.head('main_head')(features[3])}
     if self.return_features:
       out['aux_features'] = features[2]
       out['main_features'] = features[3]
+      out['attentions'] = features
     return out

@@ -7,7 +7,8 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 - fyu/drn ImageNet classifiers: the same backbone keys without `base.`, `fc` (dropped); both
   heads are initialised fresh from `seed`.
 - AdaptSegNet/ADVENT DeepLab-v2 multi: `conv1`, `bn1`, `layer1..4`, `layer5` (aux) and `layer6`
-  (main) `conv2d_list.{0..3}`.
+  (main) `conv2d_list.{0..3}`; ADVENT's checkpoints have the same keys (four live branches).
+- MuHDi's 4-head DeepLab-v2: the same plus `layer7` (aux) and `layer8` (main) specialist heads.
 - FCDiscriminator: `conv1..conv4`, `classifier`.
 
 CLI:
@@ -32,6 +33,7 @@ from dakd_jax.models import drn
 
 _RENAMES = {
     'seg_main': 'seg1', 'seg_aux': 'seg2', 'aux_head': 'layer5', 'main_head': 'layer6',
+    'aux_specialist_head': 'layer7', 'main_specialist_head': 'layer8',
     'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1',
     'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean', 'var': 'running_var',
 }

@@ -16,7 +16,8 @@ from dakd_jax import config as config_lib
 from dakd_jax import models
 from dakd_jax import stages as stages_lib
 
-CONFIGS = ('gta2cs', 'bdd2cs', 'gta2cs_deeplab', 'gta2cs_advent', 'gta2cs_minent')
+CONFIGS = ('gta2cs', 'bdd2cs', 'gta2cs_deeplab', 'gta2cs_advent', 'gta2cs_minent',
+           'muhdi_gta2cs2idd2mapillary')
 COLUMNS = ('stage', 'method', 'network', 'batch', 'source (H x W)', 'target (H x W)',
            'horizon', 'stop', 'lr groups', 'inputs', 'reproduces', 'deliberate differences')
 

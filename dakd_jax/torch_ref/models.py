@@ -4,6 +4,8 @@
   optional dead `up1`/`up2` ConvTranspose2d); `DRN` alone has fyu/drn's keys without `fc`.
 - `DeepLabMulti`: AdaptSegNet's DeepLab-v2 R101 (`conv1`, `bn1`, `layer1..4`, `layer5` aux and
   `layer6` main `conv2d_list`), with `aspp_branches` 2 (AdaptSegNet's early return) or 4.
+- `DeepLabMuHDi`: MuHDi's 4-head variant: `layer5`/`layer6` agnostic, `layer7`/`layer8`
+  specialist (aux/main), plus the post-ReLU output of each stage's last block ("attentions").
 - `FCDiscriminator`: `conv1..conv4`, `classifier`.
 Layouts are NCHW; segmentation models return (aux logits, main logits) at output stride 8.
 """
@@ -182,11 +184,37 @@ class DeepLabMulti(nn.Module):
         m.weight.requires_grad_(False)
         m.bias.requires_grad_(False)
 
-  def forward(self, x):
+  def stages(self, x):
+    """The outputs of layer1..layer4 (each the post-ReLU output of its last block)."""
     x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-    x = self.layer2(self.layer1(x))
-    x3 = self.layer3(x)
-    return self.layer5(x3), self.layer6(self.layer4(x3))
+    outs = []
+    for i in range(1, 5):
+      x = getattr(self, f'layer{i}')(x)
+      outs.append(x)
+    return outs
+
+  def forward(self, x):
+    outs = self.stages(x)
+    return self.layer5(outs[2]), self.layer6(outs[3])
+
+
+class DeepLabMuHDi(DeepLabMulti):
+  """MuHDi's DeepLab: `forward` returns (layer5 aux agnostic, layer6 main agnostic, layer7 aux
+  specialist, layer8 main specialist, [layer1..4 outputs])."""
+
+  def __init__(self, num_classes=19, aspp_branches=4):
+    super().__init__(num_classes, aspp_branches)
+    self.layer7 = Classifier(1024, num_classes, aspp_branches)
+    self.layer8 = Classifier(2048, num_classes, aspp_branches)
+    for head in (self.layer7, self.layer8):
+      for conv in head.conv2d_list:
+        conv.weight.data.normal_(0, 0.01)
+        conv.bias.data.zero_()
+
+  def forward(self, x):
+    outs = self.stages(x)
+    return (self.layer5(outs[2]), self.layer6(outs[3]), self.layer7(outs[2]),
+            self.layer8(outs[3]), outs)
 
 
 class FCDiscriminator(nn.Module):
@@ -212,6 +240,8 @@ def create_reference(name, num_classes=19, **options):
     return DRNSeg(name, num_classes, **options)
   if name == 'deeplabv2_r101':
     return DeepLabMulti(num_classes, **options)
+  if name == 'muhdi_deeplabv2_r101':
+    return DeepLabMuHDi(num_classes, **options)
   if name == 'fc_discriminator':
     return FCDiscriminator(num_classes, **options)
   raise ValueError(f'unknown reference model {name!r}')
