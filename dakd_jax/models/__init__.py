@@ -12,6 +12,7 @@ from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
+from dakd_jax.models.pspnet import PSPNet
 
 # name -> (module class, constructor defaults; `arch` is fixed, the others are overridable).
 _REGISTRY = {
@@ -19,6 +20,8 @@ _REGISTRY = {
     'drn_d_38': (DRNSeg, {'arch': 'drn_d_38', 'aux_tap': 'layer7'}),
     'deeplabv2_r101': (DeepLabV2Multi, {}),
     'fc_discriminator': (FCDiscriminator, {}),
+    'pspnet_r101': (PSPNet, {'arch': 'pspnet_r101'}),
+    'pspnet_r18': (PSPNet, {'arch': 'pspnet_r18'}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
@@ -39,7 +42,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   """Builds a registered model.
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
-  'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  'deeplabv2_r101', 'pspnet_r101', 'pspnet_r18' (SKD's teacher and student), 'fc_discriminator'
+  (whose input channels are `num_classes`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)

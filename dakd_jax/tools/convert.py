@@ -9,6 +9,11 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 - AdaptSegNet/ADVENT DeepLab-v2 multi: `conv1`, `bn1`, `layer1..4`, `layer5` (aux) and `layer6`
   (main) `conv2d_list.{0..3}`.
 - FCDiscriminator: `conv1..conv4`, `classifier`.
+- SKD PSPNets (`pspnet_r101`, `pspnet_r18`): `conv1..3`/`bn1..3`, `layer1..4`,
+  `pspmodule.stages.{i}.{1,2}`, `pspmodule.bottleneck.{0,1}`, `head`, `dsn.{0,1,3}`; InPlace-ABN
+  entries (`weight`, `bias`, `running_mean`, `running_var`) are BatchNorm's. The released teacher
+  names the PSP module `head.0.*` and the classifier `head.1.*` (recognised by its `head.0.` keys);
+  an ImageNet `fc` is dropped.
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -36,8 +41,14 @@ _RENAMES = {
     'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean', 'var': 'running_var',
 }
 _DRN_CONV_STACKS = ('layer0', 'layer1', 'layer2', 'layer7', 'layer8')
+# SKD PSPNet: Flax module name -> official nn.Sequential position.
+_PSP_RENAMES = {
+    'bottleneck_conv': 'bottleneck.0', 'bottleneck_bn': 'bottleneck.1',
+    'dsn_conv': 'dsn.0', 'dsn_bn': 'dsn.1', 'dsn_classifier': 'dsn.3',
+}
 # Keys present in official checkpoints that no Flax variable corresponds to.
-_DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
+_DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
+            'pspnet': ('fc.weight', 'fc.bias')}
 
 
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
@@ -53,6 +64,11 @@ def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
       parts.append(name[len('block'):])
     elif re.fullmatch(r'branch\d+', name):
       parts.append('conv2d_list.' + name[len('branch'):])
+    elif model_name.startswith('pspnet') and re.fullmatch(r'stage\d+_(conv|bn)', name):
+      index, layer = name[len('stage'):].split('_')
+      parts.append(f'stages.{index}.{1 if layer == "conv" else 2}')
+    elif model_name.startswith('pspnet') and name in _PSP_RENAMES:
+      parts.append(_PSP_RENAMES[name])
     else:
       parts.append(_RENAMES.get(name, name))
   return '.'.join(parts)
@@ -111,8 +127,9 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
   """
   state = _normalise_state_dict(state_dict)
   abstract = models.abstract_variables(model_name, num_classes, **options)
-  family = 'drn' if model_name.startswith('drn') else model_name
+  family = next((f for f in ('drn', 'pspnet') if model_name.startswith(f)), model_name)
   base_prefix = 'base.' if family == 'drn' and any(k.startswith('base.') for k in state) else ''
+  released_teacher = family == 'pspnet' and any(k.startswith('head.0.') for k in state)
   imagenet_drn = family == 'drn' and not base_prefix
   used, missing, misshaped, fresh = set(), [], [], {}
   flat = {}
@@ -122,6 +139,8 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     key = _torch_key(model_name, var_path)
     if family == 'drn' and var_path[0] not in drn.DRNSeg.HEAD_MODULES:
       key = base_prefix + key
+    if released_teacher and var_path[0] in ('pspmodule', 'head'):
+      key = ('head.0.' if var_path[0] == 'pspmodule' else 'head.1.') + key.split('.', 1)[1]
     if key not in state:
       if imagenet_drn and var_path[0] in drn.DRNSeg.HEAD_MODULES:
         fresh[var_path[0]] = leaf
@@ -194,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--torch-checkpoint', required=True, help='.pth file')
   parser.add_argument('--out', required=True, help='output directory')
   parser.add_argument('--num-classes', type=int, default=19)
-  parser.add_argument('--width', type=float, help='DRN channel multiplier')
+  parser.add_argument('--width', type=float, help="channel multiplier (DRN, PSPNet)")
   parser.add_argument('--aux-tap', choices=drn.AUX_TAPS, help='DRN auxiliary-head tap')
   parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
   parser.add_argument('--ndf', type=int, help='discriminator width')
