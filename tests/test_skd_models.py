@@ -112,3 +112,77 @@ def test_pspnet_small_width_parity_and_key_problems(torch, name):
   del state['dsn.3.bias']
   with pytest.raises(ValueError, match=r"missing keys \['dsn.3.bias'\]"):
     convert.torch_to_flax(state, 'pspnet_r101', num_classes=4, width=0.0625)
+
+
+# ------------------------------------------------------------------------------ discriminator
+
+def test_discriminator_counts_and_collections():
+  variables = models.abstract_variables('skd_discriminator')
+  assert models.count_params(variables) == 3_191_721
+  spectral = sum(x.size for x in jax.tree.leaves(variables['spectral']))
+  assert spectral == 8_432 and models.count_params(variables) + spectral == 3_200_153
+  assert variables['spectral']['l1']['v'].shape == (19 * 16,)
+  model = models.create_model('skd_discriminator')
+  out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, 65, 65, 19), jnp.float32))
+  assert out.shape == (2, 1, 1, 1)
+
+
+def _disc_pair(torch, seed=0, num_classes=5, conv_dim=8):
+  from dakd_jax.torch_ref import models as torch_models  # pylint: disable=g-import-not-at-top
+  from dakd_jax.torch_ref import skd  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  ref = torch_models.randomize_batchnorm_(skd.Discriminator(num_classes, conv_dim), seed)
+  with torch.no_grad():  # gamma starts at 0; give the attention a say.
+    ref.attn1.gamma.fill_(0.7)
+    ref.attn2.gamma.fill_(-0.4)
+  model = models.create_model('skd_discriminator', num_classes, conv_dim=conv_dim)
+  return ref, model
+
+
+@pytest.mark.parametrize('names', ['sagan', 'torch'])
+def test_discriminator_inference_parity_and_key_names(torch, names):
+  from dakd_jax.torch_ref import skd  # pylint: disable=g-import-not-at-top
+  ref, model = _disc_pair(torch)
+  state = ref.state_dict()
+  if names == 'sagan':
+    state = skd.sagan_keys(state)
+    assert {'l2.0.module.weight_bar', 'l2.0.module.weight_u', 'attn2.gamma',
+            'last.0.bias'} <= set(state)
+  variables = convert.torch_to_flax(state, 'skd_discriminator', num_classes=5, conv_dim=8)
+  np.testing.assert_array_equal(variables['spectral']['l3']['v'],
+                                ref.l3[0].weight_v.numpy())
+  x = 3.0 * torch.randn(2, 5, 70, 66)
+  with torch.no_grad():
+    expected = ref.eval()(x)
+  got = jax.jit(model.apply)(variables, jnp.asarray(_nhwc(x)))
+  assert got.shape == (2, 1, 1, 1)  # 70x66 -> 35x33 -> 17x16 -> 8x8 -> 4x4 -> 1x1.
+  assert _rel(got, _nhwc(expected)) < 1e-4
+
+
+def test_discriminator_training_forward_power_iteration_and_gradient(torch):
+  ref, model = _disc_pair(torch, seed=1)
+  variables = convert.torch_to_flax(ref.state_dict(), 'skd_discriminator', num_classes=5,
+                                    conv_dim=8)
+  x = 3.0 * torch.randn(3, 5, 65, 65)
+  ref.train()
+  out = ref(x)
+  (out ** 2).sum().backward()
+
+  def loss(params, x):
+    y, updated = model.apply({**variables, 'params': params}, x, train=True,
+                             mutable=['batch_stats', 'spectral'])
+    return jnp.sum(y ** 2), (y, updated)
+
+  grads, (got, updated) = jax.jit(jax.grad(loss, has_aux=True))(
+      variables['params'], jnp.asarray(_nhwc(x)))
+  assert _rel(got, _nhwc(out.detach())) < 1e-4
+  for i in range(1, 5):  # One power iteration, stored (torch updates its buffers in place).
+    conv = getattr(ref, f'l{i}')[0]
+    for name in ('u', 'v'):
+      np.testing.assert_allclose(updated['spectral'][f'l{i}'][name],
+                                 getattr(conv, f'weight_{name}').numpy(), atol=1e-5)
+    grad = conv.weight_orig.grad.numpy().transpose(2, 3, 1, 0)
+    assert _rel(grads[f'l{i}']['kernel'], grad) < 1e-4
+  np.testing.assert_allclose(updated['batch_stats']['preprocess']['var'],
+                             ref.preprocess_additional.running_var.numpy(), rtol=1e-5)
+  assert _rel(grads['attn2']['gamma'], ref.attn2.gamma.grad.numpy()) < 1e-4

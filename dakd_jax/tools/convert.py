@@ -14,6 +14,10 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
   entries (`weight`, `bias`, `running_mean`, `running_var`) are BatchNorm's. The released teacher
   names the PSP module `head.0.*` and the classifier `head.1.*` (recognised by its `head.0.` keys);
   an ImageNet `fc` is dropped.
+- SKD holistic discriminator: `preprocess_additional` (BatchNorm), `l1..l4.0.module.{weight_bar,
+  bias, weight_u, weight_v}` (the SAGAN spectral-norm wrapper; `torch.nn.utils.spectral_norm`'s
+  `l1..l4.0.{weight_orig, bias, weight_u, weight_v}` too), `attn1`/`attn2`, `last.0`. The
+  power-iteration vectors go to the `spectral` collection.
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -46,6 +50,9 @@ _PSP_RENAMES = {
     'bottleneck_conv': 'bottleneck.0', 'bottleneck_bn': 'bottleneck.1',
     'dsn_conv': 'dsn.0', 'dsn_bn': 'dsn.1', 'dsn_classifier': 'dsn.3',
 }
+# SKD discriminator: Flax name -> official name.
+_SKD_D_RENAMES = {'preprocess': 'preprocess_additional', 'last': 'last.0', 'kernel': 'weight',
+                  'u': 'weight_u', 'v': 'weight_v'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
 _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
             'pspnet': ('fc.weight', 'fc.bias')}
@@ -53,6 +60,11 @@ _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
 
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
   """Official state_dict key of a Flax variable path (without DRN's `base.` prefix)."""
+  if model_name == 'skd_discriminator':
+    if re.fullmatch(r'l\d', path[0]):  # SAGAN's SpectralNorm wraps the conv as `module`.
+      return f'{path[0]}.0.module.' + ('weight_bar' if path[1] == 'kernel'
+                                       else _SKD_D_RENAMES.get(path[1], path[1]))
+    return '.'.join(_SKD_D_RENAMES.get(n, _RENAMES.get(n, n)) for n in path)
   parts = []
   for depth, name in enumerate(path):
     stack_child = re.fullmatch(r'(conv|bn)(\d+)', name)
@@ -81,6 +93,18 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
   if not isinstance(value, (np.ndarray, np.generic)):
     raise ValueError(f'state_dict entry {key!r} is a {type(value).__name__}, expected an array')
   return np.asarray(value)
+
+
+def _sagan_spectral_names(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """`torch.nn.utils.spectral_norm` keys of the SKD discriminator -> the SAGAN wrapper's."""
+  renamed = {}
+  for key, value in state.items():
+    match = re.fullmatch(r'(l\d\.0)\.(weight_orig|weight_u|weight_v|bias)', key)
+    if match:
+      name = 'weight_bar' if match.group(2) == 'weight_orig' else match.group(2)
+      key = f'{match.group(1)}.module.{name}'
+    renamed[key] = value
+  return renamed
 
 
 def _normalise_state_dict(obj: Any) -> Dict[str, np.ndarray]:
@@ -117,15 +141,18 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     model_name: a `dakd_jax.models` name.
     num_classes: classes of the heads (discriminator: input channels).
     seed: seeds the DRN heads when `state_dict` is an ImageNet classifier without them.
-    **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`).
+    **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`, `conv_dim`).
 
   Returns:
-    Variables with conv kernels in HWIO layout, float32 (the discriminator has only 'params').
+    Variables with conv kernels in HWIO layout, float32 (the FCDiscriminator has only 'params';
+    the SKD discriminator also 'batch_stats' and 'spectral').
 
   Raises:
     ValueError: one error listing every missing, unexpected and mis-shaped key.
   """
   state = _normalise_state_dict(state_dict)
+  if model_name == 'skd_discriminator':
+    state = _sagan_spectral_names(state)
   abstract = models.abstract_variables(model_name, num_classes, **options)
   family = next((f for f in ('drn', 'pspnet') if model_name.startswith(f)), model_name)
   base_prefix = 'base.' if family == 'drn' and any(k.startswith('base.') for k in state) else ''
@@ -216,14 +243,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--width', type=float, help="channel multiplier (DRN, PSPNet)")
   parser.add_argument('--aux-tap', choices=drn.AUX_TAPS, help='DRN auxiliary-head tap')
   parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
-  parser.add_argument('--ndf', type=int, help='discriminator width')
+  parser.add_argument('--ndf', type=int, help='FCDiscriminator width')
+  parser.add_argument('--conv-dim', type=int, help='SKD discriminator width')
   parser.add_argument('--seed', type=int, default=0, help='init of heads missing from the file')
   parser.add_argument('--trust-pickle', action='store_true',
                       help='load pickled nn.Module files (runs arbitrary code: trusted files only)')
   args = parser.parse_args(argv)
   options = {name: value for name, value in (
       ('width', args.width), ('aux_tap', args.aux_tap), ('aspp_branches', args.aspp_branches),
-      ('ndf', args.ndf)) if value is not None}
+      ('ndf', args.ndf), ('conv_dim', args.conv_dim)) if value is not None}
   from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
   try:
     state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)

@@ -5,8 +5,9 @@
   `dsn.{0: conv, 1: ABN, 3: conv}`. `released_teacher_keys` renames `pspmodule.*` -> `head.0.*` and
   `head.*` -> `head.1.*` as in the released teacher checkpoint.
 - `Discriminator`: SKD's holistic discriminator, `preprocess_additional` BatchNorm, `l1..l4.0`
-  spectral-norm convs (`module.weight_bar`, `module.bias`, `module.weight_u`, `module.weight_v`),
-  `attn1`/`attn2` self-attention, `last.0`.
+  spectral-norm convs, `attn1`/`attn2` self-attention, `last.0`. It uses torch's own
+  `nn.utils.spectral_norm` (`weight_orig`, `weight_u`, `weight_v`); `sagan_keys` renames a state
+  dict to the official SAGAN wrapper's names (`module.weight_bar`, `module.weight_u`, ...).
 Layouts are NCHW. InPlace-ABN is BatchNorm2d followed by an optional LeakyReLU(0.01).
 """
 
@@ -141,5 +142,61 @@ def released_teacher_keys(state_dict):
       key = 'head.0.' + key[len('pspmodule.'):]
     elif key.startswith('head.'):
       key = 'head.1.' + key[len('head.'):]
+    renamed[key] = value
+  return renamed
+
+
+class SelfAttn(nn.Module):
+  """SAGAN self-attention: x + gamma * (values weighted by softmax over keys of query.key)."""
+
+  def __init__(self, channels):
+    super().__init__()
+    self.query_conv = nn.Conv2d(channels, channels // 8, 1)
+    self.key_conv = nn.Conv2d(channels, channels // 8, 1)
+    self.value_conv = nn.Conv2d(channels, channels, 1)
+    self.gamma = nn.Parameter(torch.zeros(1))
+
+  def forward(self, x):
+    n, c, h, w = x.shape
+    query = self.query_conv(x).view(n, -1, h * w).permute(0, 2, 1)
+    key = self.key_conv(x).view(n, -1, h * w)
+    attention = torch.softmax(torch.bmm(query, key), dim=-1)
+    value = self.value_conv(x).view(n, -1, h * w)
+    out = torch.bmm(value, attention.permute(0, 2, 1)).view(n, c, h, w)
+    return self.gamma * out + x
+
+
+class Discriminator(nn.Module):
+  """SKD's holistic discriminator with `torch.nn.utils.spectral_norm` convs (one power iteration
+  per training forward; stored u, v in eval). Returns [N, 1, h, w] scores."""
+
+  def __init__(self, num_classes=19, conv_dim=64):
+    super().__init__()
+    self.preprocess_additional = nn.BatchNorm2d(num_classes)
+    in_ch = num_classes
+    for i in range(4):
+      out_ch = conv_dim * 2 ** i
+      conv = nn.utils.spectral_norm(nn.Conv2d(in_ch, out_ch, 4, 2, 1))
+      setattr(self, f'l{i + 1}', nn.Sequential(conv, nn.LeakyReLU(0.1)))
+      in_ch = out_ch
+    self.attn1 = SelfAttn(conv_dim * 4)
+    self.attn2 = SelfAttn(conv_dim * 8)
+    self.last = nn.Sequential(nn.Conv2d(in_ch, 1, 4))
+
+  def forward(self, x):
+    x = self.l3(self.l2(self.l1(self.preprocess_additional(x))))
+    x = self.l4(self.attn1(x))
+    return self.last(self.attn2(x))
+
+
+def sagan_keys(state_dict):
+  """`torch.nn.utils.spectral_norm` names -> the official SAGAN wrapper's (`l1.0.module.*`,
+  `weight_orig` -> `weight_bar`)."""
+  renamed = {}
+  for key, value in state_dict.items():
+    parts = key.split('.')
+    if parts[0] in ('l1', 'l2', 'l3', 'l4'):
+      name = 'weight_bar' if parts[2] == 'weight_orig' else parts[2]
+      key = f'{parts[0]}.0.module.{name}'
     renamed[key] = value
   return renamed
