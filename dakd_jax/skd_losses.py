@@ -118,7 +118,7 @@ def interpolate(real: jax.Array, fake: jax.Array, alpha: jax.Array) -> jax.Array
   return alpha * _f32(real) + (1.0 - alpha) * _f32(fake)
 
 
-def gradient_penalty(critic, interpolated: jax.Array) -> jax.Array:
+def gradient_penalty(critic, interpolated: jax.Array, has_aux: bool = False):
   """mean over samples of (||d sum(critic(x)) / dx||_2 - 1)^2 at x = `interpolated`.
 
   Args:
@@ -126,14 +126,22 @@ def gradient_penalty(critic, interpolated: jax.Array) -> jax.Array:
       closed over, so the result is differentiable w.r.t. them: the double backward of WGAN-GP).
     interpolated: `[N, H, W, C]` points between real and fake maps (`interpolate`), treated as
       constants.
+    has_aux: `critic` returns `(scores, aux)` (e.g. a training-mode critic's updated state).
 
   Returns:
-    Float32 scalar. A sample whose gradient is exactly zero contributes 1 with a zero (not NaN)
-    gradient.
+    Float32 scalar (with `has_aux`, `(scalar, aux)`). A sample whose gradient is exactly zero
+    contributes 1 with a zero (not NaN) gradient.
   """
   x = jax.lax.stop_gradient(_f32(interpolated))
-  grad = jax.grad(lambda x: jnp.sum(_f32(critic(x))))(x)
+
+  def total(x):
+    out = critic(x)
+    scores, aux = out if has_aux else (out, None)
+    return jnp.sum(_f32(scores)), aux
+
+  grad, aux = jax.grad(total, has_aux=True)(x)
   squared = jnp.sum(jnp.square(grad.reshape(grad.shape[0], -1)), axis=1)
   positive = squared > 0
   norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
-  return jnp.mean(jnp.square(norm - 1.0))
+  penalty = jnp.mean(jnp.square(norm - 1.0))
+  return (penalty, aux) if has_aux else penalty
