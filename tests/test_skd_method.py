@@ -189,3 +189,14 @@ def test_skd_stage_trains_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
   assert 'spectral' in a  # The discriminator's power-iteration vectors are kept.
+
+
+def test_benchmark_batch_of_the_published_config_is_the_crop():
+  from configs import skd_cityscapes  # pylint: disable=g-import-not-at-top
+  config = skd_cityscapes.get_config()
+  stage = benchmark.stage_spec(config, 'skd')
+  assert stage.optim.d_optimizer == 'sgd' and stage.optim.d_lr == 4e-4 and stage.optim.lr == 1e-2
+  assert stage.batch_size == 8 and stage.num_steps == 40_000
+  batch = benchmark.random_batch(stage, 19, 0)
+  assert batch['source_image'].shape == (8, 512, 512, 3) and 'target_image' not in batch
+  assert batch['source_label'].shape == (8, 512, 512)
