@@ -16,6 +16,7 @@ from dakd_jax import experiment
 from dakd_jax import methods
 from dakd_jax import networks as networks_lib
 from dakd_jax import stages as stages_lib
+from dakd_jax import steps
 from dakd_jax import train as train_lib
 from dakd_jax.methods import base
 from dakd_jax.methods import skd
@@ -200,3 +201,30 @@ def test_benchmark_batch_of_the_published_config_is_the_crop():
   batch = benchmark.random_batch(stage, 19, 0)
   assert batch['source_image'].shape == (8, 512, 512, 3) and 'target_image' not in batch
   assert batch['source_label'].shape == (8, 512, 512)
+
+
+@pytest.mark.slow
+def test_dakd_takes_skd_terms_on_its_distilled_domains():
+  """Off by default; with weights, pair-wise and holistic terms on the paradigm's domains and one
+  SKD critic beside AdaptSegNet's discriminators (traced, not compiled)."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  assert config.stages.distill_c.options.lambda_pa_skd == 0.0
+  assert config.stages.distill_c.options.lambda_d_skd == 0.0
+  options = config.stages.distill_b.options
+  options.lambda_pa_skd, options.lambda_d_skd = 0.5, 0.1
+  options.skd_conv_dim, options.skd_d_input_size = 4, (64, 64)
+  stage = benchmark.stage_spec(config, 'distill_b')
+  run = experiment.run_settings(config)
+  programs = []
+
+  def metrics():
+    b = train_lib.build_stage(stage, run, train_lib.random_variables(stage, run, frozen=True))
+    programs.append(b.program)
+    return steps.train_step(b.state, benchmark.random_batch(stage, 19, 0), b.frozen_variables,
+                            program=b.program)[1]
+
+  terms = {k[len('loss/'):] for k in jax.eval_shape(metrics) if k.startswith('loss/')}
+  assert {'tgt/skd_pairwise', 'tgt/skd_holistic', skd.DISCRIMINATOR} <= terms
+  assert not any(t.startswith('src/skd') for t in terms)  # Paradigm (b): target only.
+  assert set(programs[0].players) == {'disc_aux', 'disc_main', skd.DISCRIMINATOR}
