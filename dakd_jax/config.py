@@ -53,7 +53,7 @@ def stream_config(dataset, size, split='train'):
   return cfg
 
 
-def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4):
+def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam'):
   """A stage's optimisers: SGD for the network, Adam for the method's players (official values)."""
   cfg = ml_collections.ConfigDict()
   cfg.lr = lr  # SGD base learning rate, poly-decayed.
@@ -61,7 +61,8 @@ def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4):
   cfg.weight_decay = 5e-4  # Coupled into the gradient, as torch SGD does.
   cfg.power = 0.9  # Poly exponent of every schedule.
   cfg.head_lr_mult = head_lr_mult  # Heads' lr multiplier (10 for DeepLab-v2 in AdaptSegNet).
-  cfg.d_lr = d_lr  # Discriminators' Adam learning rate, poly-decayed.
+  cfg.d_lr = d_lr  # Discriminators' learning rate, poly-decayed.
+  cfg.d_optimizer = d_optimizer  # Discriminators' optimiser: 'adam' | 'sgd' (SKD).
   return cfg
 
 

@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dakd_jax import errors
 from dakd_jax import models
 
 # Adam settings of every discriminator in AdaptSegNet/ADVENT/DAKD.
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.99, 1e-8
+D_OPTIMIZERS = ('adam', 'sgd')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +33,9 @@ class OptimSpec:
     power: exponent of the poly schedule (0.9), shared by every optimiser.
     head_lr_mult: learning-rate multiplier of the network's heads (1 = torch's single parameter
       group as in the DAKD scripts; 10 for DeepLab-v2 as in AdaptSegNet/ADVENT).
-    d_lr: base learning rate of the discriminators' Adam (1e-4).
+    d_lr: base learning rate of the discriminators' optimiser (1e-4).
+    d_optimizer: 'adam' (AdaptSegNet/ADVENT/DAKD) | 'sgd' (SKD: the network's momentum and
+      coupled weight decay).
   """
   lr: float = 2.5e-4
   momentum: float = 0.9
@@ -39,6 +43,12 @@ class OptimSpec:
   power: float = 0.9
   head_lr_mult: float = 1.0
   d_lr: float = 1e-4
+  d_optimizer: str = 'adam'
+
+  def __post_init__(self):
+    if self.d_optimizer not in D_OPTIMIZERS:
+      raise errors.UserError(f'optim.d_optimizer: expected one of {D_OPTIMIZERS}, got '
+                             f'{self.d_optimizer!r}')
 
 
 def poly_schedule(base_lr: float, num_steps: int, power: float = 0.9) -> optax.Schedule:
@@ -90,7 +100,11 @@ def make_segmentation_optimizer(spec: OptimSpec, schedule_steps: int,
 
 def make_discriminator_optimizer(spec: OptimSpec,
                                  schedule_steps: int) -> optax.GradientTransformation:
-  """Adam(b1=0.9, b2=0.99, eps=1e-8), no weight decay, lr `spec.d_lr` poly-decayed."""
+  """Adam(b1=0.9, b2=0.99, eps=1e-8), no weight decay, lr `spec.d_lr` poly-decayed; or with
+  `d_optimizer='sgd'` SGD with the stage's momentum and coupled weight decay (SKD)."""
+  if spec.d_optimizer == 'sgd':
+    return _coupled_sgd(poly_schedule(spec.d_lr, schedule_steps, spec.power), spec.momentum,
+                        spec.weight_decay)
   return optax.adam(poly_schedule(spec.d_lr, schedule_steps, spec.power),
                     b1=_ADAM_B1, b2=_ADAM_B2, eps=_ADAM_EPS)
 

@@ -19,17 +19,27 @@ class ModelState(flax.struct.PyTreeNode):
     params: the parameter tree (float32).
     batch_stats: BatchNorm running statistics (`{}` for networks without BatchNorm).
     opt_state: the optimiser state of `params`.
+    collections: any other non-trainable collections, `{name: tree}` (e.g. the power-iteration
+      vectors of spectral-norm layers, 'spectral'); `{}` for most networks.
   """
   params: Any
   batch_stats: Any
   opt_state: Any
+  collections: Any = flax.struct.field(default_factory=dict)
 
   @property
   def variables(self):
-    """The `{'params', 'batch_stats'}` collections for `Module.apply`."""
+    """The `{'params', 'batch_stats', *collections}` for `Module.apply` (empty ones left out)."""
+    variables = {'params': self.params, **self.collections}
     if self.batch_stats:
-      return {'params': self.params, 'batch_stats': self.batch_stats}
-    return {'params': self.params}
+      variables['batch_stats'] = self.batch_stats
+    return variables
+
+  def with_state(self, state):
+    """A copy whose non-trainable collections are `state` (`{name: tree}`, params excluded)."""
+    state = dict(state)
+    return self.replace(batch_stats=state.pop('batch_stats', self.batch_stats),
+                        collections={**self.collections, **state})
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -50,10 +60,12 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def create_model_state(variables, tx):
-  """Wraps initial `{'params', 'batch_stats'?}` variables with a fresh optimiser state."""
+  """Wraps initial `{'params', 'batch_stats'?, ...}` variables with a fresh optimiser state."""
   params = variables['params']
   return ModelState(params=params, batch_stats=variables.get('batch_stats', {}),
-                    opt_state=tx.init(params))
+                    opt_state=tx.init(params),
+                    collections={k: v for k, v in variables.items()
+                                 if k not in ('params', 'batch_stats')})
 
 
 def create_train_state(network_variables, player_variables, network_tx, player_txs, rng):

@@ -40,6 +40,7 @@ class StepProgram:
     player_txs: `{name: optimiser}`, same keys.
     frozen: `{name: module}` of the frozen networks the method needs (e.g. 'teacher').
     learning_rates: step -> `{name: lr}` for logging, or None.
+    training_players: names of the players applied in training mode (`base.Player.train`).
   """
   method: base.Method
   network: Any
@@ -48,35 +49,44 @@ class StepProgram:
   player_txs: Mapping[str, optax.GradientTransformation]
   frozen: Mapping[str, Any]
   learning_rates: Callable[[jax.Array], dict] | None = None
+  training_players: frozenset[str] = frozenset()
+
+  def player_call(self, name: str, variables) -> base.PlayerCall:
+    return base.PlayerCall(self.players[name], variables, name in self.training_players)
 
 
 def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_outputs):
   """The network's loss and its weighted terms.
 
   Returns:
-    `(total, (terms, new_batch_stats, player_inputs))`: `terms` maps `'src/…'` / `'tgt/…'` names
-    to weighted scalars that sum to `total`; `player_inputs` (gradient stopped) feed the players'
-    losses.
+    `(total, (terms, new_batch_stats, player_inputs, player_states))`: `terms` maps `'src/…'` /
+    `'tgt/…'` names to weighted scalars that sum to `total`; `player_inputs` (gradient stopped)
+    feed the players' losses; `player_states` are the players' non-trainable collections after
+    the network's pass (changed only by training-mode players).
   """
   method = program.method
   network = base.with_features(program.network) if method.needs_features else program.network
   batch_stats = state.network.batch_stats
   outputs = {}
-  for domain in DOMAINS if method.uses_target else DOMAINS[:1]:  # Source first, as torch.
+  for i, domain in enumerate(DOMAINS if method.uses_target else DOMAINS[:1]):  # Source first.
     images = batch[f'{domain}_image']
     raw, updates = network.apply({'params': params, 'batch_stats': batch_stats}, images,
-                                 train=True, mutable=['batch_stats'])
+                                 train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': jax.random.fold_in(step_key(state), i)})
     batch_stats = updates['batch_stats']
     outputs[domain] = base.at_input_size(raw, images.shape[1:3])
-  players = {name: _bound(module, state.players[name].variables)
-             for name, module in program.players.items()}
+  players = {name: program.player_call(name, state.players[name].variables)
+             for name in program.players}
   terms, player_inputs = method.network_terms(outputs, batch, players, frozen_outputs)
   total = sum(terms.values())
-  return total, (terms, batch_stats, jax.lax.stop_gradient(player_inputs))
+  player_states = {name: call.state for name, call in players.items()}
+  return total, (terms, batch_stats, jax.lax.stop_gradient((player_inputs, player_states)))
 
 
-def _bound(module, variables):
-  return lambda x: module.apply(variables, x)
+def step_key(state: TrainState) -> jax.Array:
+  """This step's PRNG key: a resumed run draws what an uninterrupted one would. The network's
+  forwards fold in their domain index (dropout), methods get `fold_in(key, len(DOMAINS))`."""
+  return jax.random.fold_in(state.rng, state.step)
 
 
 def _apply_updates(model_state, grads, tx, batch_stats=None):
@@ -92,7 +102,7 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   Args:
     state: replicated `TrainState` (donated by the jitted caller).
     batch: global arrays `{'source_image', 'source_label', 'target_image'}` sharded on the batch
-      axis; BatchNorm statistics are over the global batch unless the network was built with
+      axis (the step adds this step's PRNG key as `'rng'`); BatchNorm statistics are over the global batch unless the network was built with
       per-device statistics groups.
     frozen_variables: `{name: {'params', 'batch_stats'}}` of the frozen networks (may be empty).
     program: static configuration (bound with `functools.partial` before `jax.jit`).
@@ -101,12 +111,13 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
     `(new_state, metrics)`; metrics are device scalars (fetched by the loop only at log steps).
   """
   method = program.method
+  batch = {**batch, 'rng': jax.random.fold_in(step_key(state), len(DOMAINS))}
   frozen = {name: base.FrozenNetwork(module, frozen_variables[name])
             for name, module in program.frozen.items()}
   frozen_outputs = method.frozen_outputs(frozen, batch)
 
   grad_fn = jax.value_and_grad(network_loss, has_aux=True)
-  (total, (terms, batch_stats, player_inputs)), grads = grad_fn(
+  (total, (terms, batch_stats, (player_inputs, player_states))), grads = grad_fn(
       state.network.params, state, program, batch, frozen_outputs)
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
              'grad_norm/network': optax.tree.norm(grads),
@@ -114,15 +125,18 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
              'data/source_ignored': jnp.mean(batch['source_label'] == losses.IGNORE_LABEL)}
 
   players = {}
-  for name, module in program.players.items():
-    current = state.players[name]
+  for name in program.players:
+    # Continues from the collections the network's pass left (torch: the same module's buffers).
+    current = state.players[name].with_state(player_states[name])
 
-    def player_loss(params, name=name, module=module, current=current):
-      variables = {**current.variables, 'params': params}
-      return method.player_loss(name, _bound(module, variables), player_inputs)
+    def player_loss(params, name=name, current=current):
+      call = program.player_call(name, {**current.variables, 'params': params})
+      return method.player_loss(name, call, player_inputs), call.state
 
-    loss, player_grads = jax.value_and_grad(player_loss)(current.params)
-    players[name] = _apply_updates(current, player_grads, program.player_txs[name])
+    (loss, new_state), player_grads = jax.value_and_grad(player_loss, has_aux=True)(
+        current.params)
+    players[name] = _apply_updates(current, player_grads, program.player_txs[name]).with_state(
+        jax.lax.stop_gradient(new_state))
     metrics[f'loss/{name}'] = loss
   new_state = state.replace(
       network=_apply_updates(state.network, grads, program.network_tx, batch_stats),

@@ -16,9 +16,10 @@ from dakd_jax.methods.base import FrozenNetwork, Method, Player
 from dakd_jax.methods.dakd import DAKD
 from dakd_jax.methods.minent import MinEnt
 from dakd_jax.methods.muhdi import MuHDi
+from dakd_jax.methods.skd import SKD
 from dakd_jax.methods.source_only import SourceOnly
 
-_CLASSES = (SourceOnly, AdaptSegNet, Advent, MinEnt, DAKD, MuHDi)
+_CLASSES = (SourceOnly, AdaptSegNet, Advent, MinEnt, DAKD, SKD, MuHDi)
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in _CLASSES}
 METHOD_KEY = 'method'  # Names the method of a nested options mapping.
 

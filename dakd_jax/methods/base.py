@@ -17,13 +17,18 @@ and computes, inside the one generic step (`dakd_jax.steps.train_step`):
   (gradient-stopped) inputs of every player's loss;
 - `player_loss(name, apply, inputs)`: the loss of one player.
 
+`players[name]` and `apply` are `PlayerCall`s: `call(x)` applies the player's current weights;
+a player declared with `train=True` runs in training mode and updates its non-trainable
+collections (BatchNorm statistics, spectral-norm vectors) at every call, in call order.
+
 The step takes both gradients from the pre-update weights and then applies every update: the
 official order of AdaptSegNet, ADVENT and DAKD.
 
-Shapes: images `[N, H, W, 3]`, labels `[N, H, W]` int32 (255 = ignore); `outputs[domain]` holds
-the network's `'aux'` and `'main'` logits (and any other head's) upsampled (align corners) to the
-input size, float32 `[N, H, W, C]`, the same logits at stride 8 under `'stride8'`, plus
-`'aux_features'`/`'main_features'` at stride 8 when `needs_features` and the stage outputs
+Shapes: images `[N, H, W, 3]`, labels `[N, H, W]` int32 (255 = ignore), `batch['rng']` a PRNG
+key of this step (for stochastic terms); `outputs[domain]` holds the network's `'aux'` and
+`'main'` logits (and any other head's) upsampled (align corners) to the input size, float32
+`[N, H, W, C]`, the same logits at stride 8 under `'stride8'` (`outputs[d]['stride8']['main']`),
+plus `'aux_features'`/`'main_features'` at stride 8 when `needs_features` and the stage outputs
 (`'attentions'`) of networks that return them.
 """
 
@@ -50,10 +55,13 @@ class Player:
     arch: its `dakd_jax.models` registry name.
     input_channels: channels of its input (the registry's `num_classes` for discriminators).
     options: constructor options, as `(name, value)` pairs.
+    train: applied in training mode inside the step (batch statistics; its mutable collections
+      updated at every call), as a torch module kept in `train()` (SKD's discriminator).
   """
   arch: str
   input_channels: int
   options: tuple[tuple[str, Any], ...] = ()
+  train: bool = False
 
   @property
   def spec(self) -> dict[str, Any]:
@@ -85,6 +93,31 @@ def with_features(module: nn.Module) -> nn.Module:
   """The same network returning its feature maps too (`return_features` is a module attribute,
   not a call argument)."""
   return module.clone(return_features=True)
+
+
+class PlayerCall:
+  """A player's forward bound to its variables (see the module docstring).
+
+  `state` holds its non-trainable collections after the latest call; `apply(state, x)` is the
+  pure form `-> (output, new_state)`, for calls inside inner transformations (the `jax.grad` of
+  a gradient penalty), where the caller stores the returned state itself.
+  """
+
+  def __init__(self, module: nn.Module, variables: Mapping[str, Any], train: bool):
+    self.module, self.train = module, train
+    self.params = variables['params']
+    self.state = {k: v for k, v in variables.items() if k != 'params'}
+
+  def apply(self, state: Mapping[str, Any], x: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    variables = {'params': self.params, **state}
+    if not self.train:
+      return self.module.apply(variables, x), dict(state)
+    out, updates = self.module.apply(variables, x, train=True, mutable=list(state))
+    return out, {**state, **updates}
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out, self.state = self.apply(self.state, x)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

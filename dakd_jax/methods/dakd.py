@@ -6,6 +6,8 @@ and a frozen teacher adds, on the source and/or target images, output-level KL (
 (`lambda_mse`, on the aux-head log-probabilities as the released code, or on the tapped features)
 and the cross-entropy to the teacher's arg-max labels (`lambda_ce`). Paradigms (a) source, (b)
 target, (c) both (target terms scaled by `gamma`), (d) = (b) continued from a (c) student.
+Optionally (off by default) SKD's pair-wise and holistic terms join the distillation on the same
+domains (`lambda_pa_skd`, `lambda_d_skd`; `methods.skd.StructuredTerms`).
 """
 
 import dataclasses
@@ -16,6 +18,7 @@ import jax
 from dakd_jax import losses
 from dakd_jax.methods import adaptsegnet
 from dakd_jax.methods import base
+from dakd_jax.methods import skd
 from dakd_jax.models.layers import resize_align_corners
 
 PARADIGMS = ('a', 'b', 'c', 'd')
@@ -41,6 +44,12 @@ class DAKD(base.Method):
     lambda_ce: weight of the pseudo-label cross-entropy.
     pseudo_label_threshold: teacher confidence under which a pixel is ignored (0 = every pixel).
     teacher_bn: 'eval' (running statistics) | 'train' (batch statistics, the released code).
+    lambda_pa_skd: SKD pair-wise distillation on the `main_features` maps (0 = off).
+    lambda_d_skd: SKD holistic distillation: a spectral-norm critic of teacher vs student score
+      maps, WGAN-GP (0 = off, no discriminator).
+    skd_conv_dim: the SKD discriminator's first width.
+    skd_d_input_size: (H, W) the score maps are resized to for the SKD discriminator; () = as
+      they are.
   """
   name: ClassVar[str] = 'dakd'
   frozen: ClassVar[tuple[str, ...]] = ('teacher',)
@@ -55,6 +64,10 @@ class DAKD(base.Method):
   lambda_ce: float = 1.0
   pseudo_label_threshold: float = 0.0
   teacher_bn: str = 'eval'
+  lambda_pa_skd: float = 0.0
+  lambda_d_skd: float = 0.0
+  skd_conv_dim: int = 64
+  skd_d_input_size: tuple[int, ...] = ()
 
   def __post_init__(self):
     for field, value, valid in (('paradigm', self.paradigm, PARADIGMS),
@@ -68,6 +81,14 @@ class DAKD(base.Method):
     if not 0 <= self.pseudo_label_threshold < 1:
       raise ValueError(f'pseudo_label_threshold: expected a value in [0, 1), got '
                        f'{self.pseudo_label_threshold!r}')
+    self.structured.check()
+
+  @property
+  def structured(self) -> skd.StructuredTerms:
+    """SKD's pair-wise and holistic terms as configured (its pixel-wise term: DAKD's KL)."""
+    return skd.StructuredTerms(lambda_pi=0.0, lambda_pa=self.lambda_pa_skd,
+                               lambda_d=self.lambda_d_skd, conv_dim=self.skd_conv_dim,
+                               d_input_size=self.skd_d_input_size)
 
   @property
   def scales(self) -> dict[str, float]:
@@ -80,24 +101,37 @@ class DAKD(base.Method):
     return self.adaptation.uses_target or self.scales['target'] > 0
 
   @property
+  def teacher_features(self) -> bool:
+    return self.mse_on == 'features' or bool(self.lambda_pa_skd)
+
+  @property
   def needs_features(self) -> bool:
-    return self.mse_on == 'features' or self.adaptation.needs_features
+    return self.teacher_features or self.adaptation.needs_features
 
   def players(self, num_classes):
-    return self.adaptation.players(num_classes)
+    return {**self.adaptation.players(num_classes), **self.structured.player(num_classes)}
 
   def frozen_outputs(self, frozen, batch):
     """The teacher's outputs at input size on each distilled domain's images."""
     teacher = frozen['teacher']
     return {domain: teacher(batch[f'{domain}_image'], train=self.teacher_bn == 'train',
-                            features=self.mse_on == 'features')
+                            features=self.teacher_features)
             for domain, scale in self.scales.items() if scale}
 
   def network_terms(self, outputs, batch, players, frozen_outputs):
     adaptation_terms, player_inputs = self.adaptation.network_terms(
         outputs, batch, players, None)
-    distilled = {domain: self.distillation_terms(outputs[domain], frozen_outputs[domain], scale)
-                 for domain, scale in self.scales.items() if scale}
+    distilled, critic_inputs = {}, []
+    for i, (domain, scale) in enumerate(self.scales.items()):
+      if scale:
+        distilled[domain] = self.distillation_terms(outputs[domain], frozen_outputs[domain], scale)
+        structured, d_inputs = self.structured.terms(
+            outputs[domain], frozen_outputs[domain], players, jax.random.fold_in(batch['rng'], i),
+            scale)
+        distilled[domain].update({f'skd_{k}': v for k, v in structured.items()})
+        critic_inputs += [(scale, d_inputs)] if d_inputs is not None else []
+    if critic_inputs:
+      player_inputs = {**player_inputs, skd.DISCRIMINATOR: tuple(critic_inputs)}
     terms = {}
     for domain, prefix in DOMAINS:  # Source terms first, then target terms.
       terms.update({k: v for k, v in adaptation_terms.items() if k.startswith(prefix)})
@@ -127,6 +161,9 @@ class DAKD(base.Method):
     return terms
 
   def player_loss(self, name, apply, inputs):
+    if name == skd.DISCRIMINATOR:  # One critic for every distilled domain, scaled as its terms.
+      return sum(scale * self.structured.discriminator_loss(apply, domain_inputs)
+                 for scale, domain_inputs in inputs[name])
     return self.adaptation.player_loss(name, apply, inputs)
 
   def check_init(self, trained_by):

@@ -13,6 +13,8 @@ from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
 from dakd_jax.models.muhdi import MuHDiDeepLab
+from dakd_jax.models.pspnet import PSPNet
+from dakd_jax.models.skd_discriminator import SKDDiscriminator
 
 # name -> (module class, constructor defaults; `arch` is fixed, the others are overridable).
 _REGISTRY = {
@@ -21,8 +23,13 @@ _REGISTRY = {
     'deeplabv2_r101': (DeepLabV2Multi, {}),
     'muhdi_deeplabv2_r101': (MuHDiDeepLab, {}),
     'fc_discriminator': (FCDiscriminator, {}),
+    'pspnet_r101': (PSPNet, {'arch': 'pspnet_r101'}),
+    'pspnet_r18': (PSPNet, {'arch': 'pspnet_r18'}),
+    'skd_discriminator': (SKDDiscriminator, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
+# Models whose input is a `num_classes`-channel map rather than an image.
+DISCRIMINATORS = ('fc_discriminator', 'skd_discriminator')
 
 # Labels of the segmentation optimiser's parameter groups (`parameter_groups`).
 BODY, HEAD, FROZEN = 'body', 'head', 'frozen'
@@ -42,7 +49,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
   'deeplabv2_r101', 'muhdi_deeplabv2_r101' (agnostic and specialist heads, stage outputs),
-  'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  'pspnet_r101', 'pspnet_r18' (SKD's teacher and student), and the discriminators
+  'fc_discriminator', 'skd_discriminator' (whose input channels are `num_classes`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)
@@ -54,14 +62,14 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   kwargs = {**defaults, **options}
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  if cls is not FCDiscriminator:
+  if name not in DISCRIMINATORS:
     kwargs['num_classes'] = num_classes
   return cls(**kwargs)
 
 
 def input_channels(name: str, num_classes: int = 19) -> int:
   """Channels of the model's input: 3 (images) or `num_classes` (discriminator maps)."""
-  return num_classes if name == 'fc_discriminator' else 3
+  return num_classes if name in DISCRIMINATORS else 3
 
 
 def abstract_variables(name: str, num_classes: int = 19, **options: Any) -> Any:

@@ -85,17 +85,19 @@ def random_batch(stage: stages_lib.StageSpec, num_classes: int,
 
   `source_image` `[B, H_s, W_s, 3]` and `target_image` `[B, H_t, W_t, 3]` float32 (uniform 0-255
   minus the BGR mean), `source_label` `[B, H_s, W_s]` int32 uniform over the classes with about
-  10% ignored (255) pixels; the target batch only if the method uses it.
+  10% ignored (255) pixels; the target batch only if the method uses it. A stream with a random
+  crop gives batches of the crop's size.
   """
   rng = np.random.default_rng(seed)
   b = stage.batch_size
+  size = lambda stream: stream.augment.crop or stream.size
   images = lambda size: (rng.uniform(0, 255, (b, *size, 3)).astype(np.float32)
                          - transforms.CAFFE_MEAN_BGR)
-  label = rng.integers(0, num_classes, (b, *stage.source.size)).astype(np.int32)
+  label = rng.integers(0, num_classes, (b, *size(stage.source))).astype(np.int32)
   label[rng.random(label.shape) < 0.1] = 255
-  batch = {'source_image': images(stage.source.size), 'source_label': label}
+  batch = {'source_image': images(size(stage.source)), 'source_label': label}
   if stage.method.uses_target:
-    batch['target_image'] = images(stage.target.size)
+    batch['target_image'] = images(size(stage.target))
   return batch
 
 
@@ -163,7 +165,7 @@ def activation_bytes(network, variables: Dict[str, Any], images: jax.ShapeDtypeS
   """
   def forward(params, batch_stats, x):
     out, _ = network.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
-                           mutable=['batch_stats'])
+                           mutable=['batch_stats'], rngs={'dropout': jax.random.PRNGKey(0)})
     return out
 
   vjp = jax.eval_shape(lambda *args: jax.vjp(forward, *args)[1], variables['params'],
@@ -256,10 +258,11 @@ def main(argv):
   result = benchmark_train_step(config, FLAGS.stage, FLAGS.warmup, FLAGS.iters,
                                 compile_only=FLAGS.compile_only)
   stage = config.stages[FLAGS.stage]
+  size = lambda stream: tuple(stream.augment.crop or stream.size)  # The batch's (crop) size.
   timing = ('' if FLAGS.compile_only else f", median step {result['step_time_s'] * 1e3:.1f} ms, "
             f"{result['images_per_s']:.2f} images/s")
   print(f"train step of {result['stage']} ({result['method']}, batch {stage.batch_size} per "
-        f'domain, source {tuple(stage.source.size)}, target {tuple(stage.target.size)}, compute '
+        f'domain, source {size(stage.source)}, target {size(stage.target)}, compute '
         f"{config.compute_dtype}, remat {config.remat}) on {result['device']}: compile "
         f"{result['compile_s']:.1f} s{timing}; XLA scratch "
         f"{_mib(result['compiled_temp_bytes'])} per device, saved activations "

@@ -10,6 +10,15 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
   (main) `conv2d_list.{0..3}`; ADVENT's checkpoints have the same keys (four live branches).
 - MuHDi's 4-head DeepLab-v2: the same plus `layer7` (aux) and `layer8` (main) specialist heads.
 - FCDiscriminator: `conv1..conv4`, `classifier`.
+- SKD PSPNets (`pspnet_r101`, `pspnet_r18`): `conv1..3`/`bn1..3`, `layer1..4`,
+  `pspmodule.stages.{i}.{1,2}`, `pspmodule.bottleneck.{0,1}`, `head`, `dsn.{0,1,3}`; InPlace-ABN
+  entries (`weight`, `bias`, `running_mean`, `running_var`) are BatchNorm's. The released teacher
+  names the PSP module `head.0.*` and the classifier `head.1.*` (recognised by its `head.0.` keys);
+  an ImageNet `fc` is dropped.
+- SKD holistic discriminator: `preprocess_additional` (BatchNorm), `l1..l4.0.module.{weight_bar,
+  bias, weight_u, weight_v}` (the SAGAN spectral-norm wrapper; `torch.nn.utils.spectral_norm`'s
+  `l1..l4.0.{weight_orig, bias, weight_u, weight_v}` too), `attn1`/`attn2`, `last.0`. The
+  power-iteration vectors go to the `spectral` collection.
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -38,12 +47,26 @@ _RENAMES = {
     'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean', 'var': 'running_var',
 }
 _DRN_CONV_STACKS = ('layer0', 'layer1', 'layer2', 'layer7', 'layer8')
+# SKD PSPNet: Flax module name -> official nn.Sequential position.
+_PSP_RENAMES = {
+    'bottleneck_conv': 'bottleneck.0', 'bottleneck_bn': 'bottleneck.1',
+    'dsn_conv': 'dsn.0', 'dsn_bn': 'dsn.1', 'dsn_classifier': 'dsn.3',
+}
+# SKD discriminator: Flax name -> official name.
+_SKD_D_RENAMES = {'preprocess': 'preprocess_additional', 'last': 'last.0', 'kernel': 'weight',
+                  'u': 'weight_u', 'v': 'weight_v'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
-_DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
+_DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
+            'pspnet': ('fc.weight', 'fc.bias')}
 
 
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
   """Official state_dict key of a Flax variable path (without DRN's `base.` prefix)."""
+  if model_name == 'skd_discriminator':
+    if re.fullmatch(r'l\d', path[0]):  # SAGAN's SpectralNorm wraps the conv as `module`.
+      return f'{path[0]}.0.module.' + ('weight_bar' if path[1] == 'kernel'
+                                       else _SKD_D_RENAMES.get(path[1], path[1]))
+    return '.'.join(_SKD_D_RENAMES.get(n, _RENAMES.get(n, n)) for n in path)
   parts = []
   for depth, name in enumerate(path):
     stack_child = re.fullmatch(r'(conv|bn)(\d+)', name)
@@ -55,6 +78,11 @@ def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
       parts.append(name[len('block'):])
     elif re.fullmatch(r'branch\d+', name):
       parts.append('conv2d_list.' + name[len('branch'):])
+    elif model_name.startswith('pspnet') and re.fullmatch(r'stage\d+_(conv|bn)', name):
+      index, layer = name[len('stage'):].split('_')
+      parts.append(f'stages.{index}.{1 if layer == "conv" else 2}')
+    elif model_name.startswith('pspnet') and name in _PSP_RENAMES:
+      parts.append(_PSP_RENAMES[name])
     else:
       parts.append(_RENAMES.get(name, name))
   return '.'.join(parts)
@@ -67,6 +95,18 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
   if not isinstance(value, (np.ndarray, np.generic)):
     raise ValueError(f'state_dict entry {key!r} is a {type(value).__name__}, expected an array')
   return np.asarray(value)
+
+
+def _sagan_spectral_names(state: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """`torch.nn.utils.spectral_norm` keys of the SKD discriminator -> the SAGAN wrapper's."""
+  renamed = {}
+  for key, value in state.items():
+    match = re.fullmatch(r'(l\d\.0)\.(weight_orig|weight_u|weight_v|bias)', key)
+    if match:
+      name = 'weight_bar' if match.group(2) == 'weight_orig' else match.group(2)
+      key = f'{match.group(1)}.module.{name}'
+    renamed[key] = value
+  return renamed
 
 
 def _normalise_state_dict(obj: Any) -> Dict[str, np.ndarray]:
@@ -103,18 +143,22 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     model_name: a `dakd_jax.models` name.
     num_classes: classes of the heads (discriminator: input channels).
     seed: seeds the DRN heads when `state_dict` is an ImageNet classifier without them.
-    **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`).
+    **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`, `conv_dim`).
 
   Returns:
-    Variables with conv kernels in HWIO layout, float32 (the discriminator has only 'params').
+    Variables with conv kernels in HWIO layout, float32 (the FCDiscriminator has only 'params';
+    the SKD discriminator also 'batch_stats' and 'spectral').
 
   Raises:
     ValueError: one error listing every missing, unexpected and mis-shaped key.
   """
   state = _normalise_state_dict(state_dict)
+  if model_name == 'skd_discriminator':
+    state = _sagan_spectral_names(state)
   abstract = models.abstract_variables(model_name, num_classes, **options)
-  family = 'drn' if model_name.startswith('drn') else model_name
+  family = next((f for f in ('drn', 'pspnet') if model_name.startswith(f)), model_name)
   base_prefix = 'base.' if family == 'drn' and any(k.startswith('base.') for k in state) else ''
+  released_teacher = family == 'pspnet' and any(k.startswith('head.0.') for k in state)
   imagenet_drn = family == 'drn' and not base_prefix
   used, missing, misshaped, fresh = set(), [], [], {}
   flat = {}
@@ -124,6 +168,8 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     key = _torch_key(model_name, var_path)
     if family == 'drn' and var_path[0] not in drn.DRNSeg.HEAD_MODULES:
       key = base_prefix + key
+    if released_teacher and var_path[0] in ('pspmodule', 'head'):
+      key = ('head.0.' if var_path[0] == 'pspmodule' else 'head.1.') + key.split('.', 1)[1]
     if key not in state:
       if imagenet_drn and var_path[0] in drn.DRNSeg.HEAD_MODULES:
         fresh[var_path[0]] = leaf
@@ -196,17 +242,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--torch-checkpoint', required=True, help='.pth file')
   parser.add_argument('--out', required=True, help='output directory')
   parser.add_argument('--num-classes', type=int, default=19)
-  parser.add_argument('--width', type=float, help='DRN channel multiplier')
+  parser.add_argument('--width', type=float, help="channel multiplier (DRN, PSPNet)")
   parser.add_argument('--aux-tap', choices=drn.AUX_TAPS, help='DRN auxiliary-head tap')
   parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
-  parser.add_argument('--ndf', type=int, help='discriminator width')
+  parser.add_argument('--ndf', type=int, help='FCDiscriminator width')
+  parser.add_argument('--conv-dim', type=int, help='SKD discriminator width')
   parser.add_argument('--seed', type=int, default=0, help='init of heads missing from the file')
   parser.add_argument('--trust-pickle', action='store_true',
                       help='load pickled nn.Module files (runs arbitrary code: trusted files only)')
   args = parser.parse_args(argv)
   options = {name: value for name, value in (
       ('width', args.width), ('aux_tap', args.aux_tap), ('aspp_branches', args.aspp_branches),
-      ('ndf', args.ndf)) if value is not None}
+      ('ndf', args.ndf), ('conv_dim', args.conv_dim)) if value is not None}
   from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
   try:
     state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)

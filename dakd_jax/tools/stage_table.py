@@ -17,13 +17,15 @@ from dakd_jax import models
 from dakd_jax import stages as stages_lib
 
 CONFIGS = ('gta2cs', 'bdd2cs', 'gta2cs_deeplab', 'gta2cs_advent', 'gta2cs_minent',
-           'muhdi_gta2cs2idd2mapillary')
+           'muhdi_gta2cs2idd2mapillary', 'skd_cityscapes')
 COLUMNS = ('stage', 'method', 'network', 'batch', 'source (H x W)', 'target (H x W)',
            'horizon', 'stop', 'lr groups', 'inputs', 'reproduces', 'deliberate differences')
 
 
 def _size(stream):
-  return f'{stream.dataset} {stream.size[0]}x{stream.size[1]}'
+  crop = stream.augment.crop
+  return f'{stream.dataset} {stream.size[0]}x{stream.size[1]}' + (
+      f', crop {crop[0]}x{crop[1]}' if crop else '')
 
 
 def _lr_groups(stage):
@@ -31,10 +33,10 @@ def _lr_groups(stage):
                                 **stage.network['options'])
   o = stage.optim
   groups = [f'{o.lr:g}' + (f', heads x{o.head_lr_mult:g}' if o.head_lr_mult != 1 else '')]
-  if network.freeze_bn_affine:
+  if getattr(network, 'freeze_bn_affine', False):
     groups.append('BN affine frozen')
   if stage.method.players(stage.network['num_classes']):
-    groups.append(f'D Adam {o.d_lr:g}')
+    groups.append(f"D {'Adam' if o.d_optimizer == 'adam' else 'SGD'} {o.d_lr:g}")
   return '; '.join(groups)
 
 
