@@ -62,9 +62,10 @@ class Bottleneck(nn.Module):
 
 
 class ResNetStage(nn.Module):
-  """`num_blocks` Bottlenecks; the first has the stride and the projection shortcut.
+  """`num_blocks` residual blocks; the first has the stride and the projection shortcut.
 
-  `remat` recomputes each block in the backward pass.
+  `block` is the block class (its fields planes, stride, dilation, project, dtype, norm; default
+  the Caffe `Bottleneck`); `remat` recomputes each block in the backward pass.
   """
   planes: int
   num_blocks: int
@@ -73,10 +74,11 @@ class ResNetStage(nn.Module):
   dtype: Any = jnp.float32
   norm: Callable[..., nn.Module] = layers.BatchNorm
   remat: bool = False
+  block: Any = Bottleneck
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    block = layers.maybe_remat(Bottleneck, self.remat)
+    block = layers.maybe_remat(self.block, self.remat)
     for j in range(self.num_blocks):
       x = block(self.planes, stride=self.stride if j == 0 else 1, dilation=self.dilation,
                 project=j == 0, dtype=self.dtype, norm=self.norm, name=f'block{j}')(x, train)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dakd_jax.models import layers
-from dakd_jax.models.deeplab import max_pool_ceil
+from dakd_jax.models.deeplab import ResNetStage, max_pool_ceil
 
 PSP_SIZES = (1, 2, 3, 6)
 ABN_SLOPE = 0.01
@@ -34,7 +34,7 @@ ARCHS = {
 }
 # Per stage: (planes, stride, dilation).
 _STAGES = ((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))
-_EXPANSION = {'basic': 1, 'bottleneck': 4}
+_EXPANSION = 4  # Output channels of a bottleneck per plane.
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -67,15 +67,16 @@ class ResBlock(nn.Module):
 
   'basic': 3x3 (stride, dilation) + BN + ReLU, 3x3 (dilation) + BN.
   'bottleneck': 1x1 + BN + ReLU, 3x3 (stride, dilation) + BN + ReLU, 1x1 (x4) + BN.
-  Then the (projected if `project`) residual is added and ReLU applied.
+  Then the (projected if `project`) residual is added and ReLU applied. The fields before `kind`
+  are those `deeplab.ResNetStage` passes.
   """
-  kind: str
   planes: int
   stride: int = 1
   dilation: int = 1
   project: bool = False
   dtype: Any = jnp.float32
   norm: Callable[..., nn.Module] = layers.BatchNorm
+  kind: str = 'bottleneck'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -88,7 +89,7 @@ class ResBlock(nn.Module):
     else:
       y = nn.relu(bn('bn1', conv(self.planes, 1, name='conv1')(x)))
       y = nn.relu(bn('bn2', conv(self.planes, 3, stride=self.stride, dilation=d, name='conv2')(y)))
-      y = bn('bn3', conv(self.planes * _EXPANSION['bottleneck'], 1, name='conv3')(y))
+      y = bn('bn3', conv(self.planes * _EXPANSION, 1, name='conv3')(y))
     residual = x
     if self.project:
       residual = bn('downsample_bn', conv(y.shape[-1], 1, stride=self.stride,
@@ -96,30 +97,12 @@ class ResBlock(nn.Module):
     return nn.relu(y + residual)
 
 
-class ResStage(nn.Module):
-  """`num_blocks` ResBlocks; the first has the stride and, if the shape changes, the projection.
+class BasicBlock(ResBlock):
+  """The ResNet-18 block (`ResBlock` of kind 'basic')."""
+  kind: str = 'basic'
 
-  `remat` recomputes each block in the backward pass.
-  """
-  kind: str
-  planes: int
-  num_blocks: int
-  stride: int = 1
-  dilation: int = 1
-  dtype: Any = jnp.float32
-  norm: Callable[..., nn.Module] = layers.BatchNorm
-  remat: bool = False
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    block = layers.maybe_remat(ResBlock, self.remat)
-    out_ch = self.planes * _EXPANSION[self.kind]
-    for j in range(self.num_blocks):
-      project = j == 0 and (self.stride != 1 or x.shape[-1] != out_ch)
-      x = block(self.kind, self.planes, stride=self.stride if j == 0 else 1,
-                dilation=self.dilation, project=project, dtype=self.dtype, norm=self.norm,
-                name=f'block{j}')(x, train)
-    return x
+_BLOCKS = {'basic': BasicBlock, 'bottleneck': ResBlock}
 
 
 class PSPModule(nn.Module):
@@ -193,9 +176,11 @@ class PSPNet(nn.Module):
       x = nn.relu(norm(name=f'bn{i + 1}')(x, train))
     x = max_pool_ceil(x)
     maps = []
+    # The first block of every stage projects: the stride or the width changes in each (the R18
+    # student's layer1 too: 128 -> 64).
     for s, ((planes, stride, dilation), count) in enumerate(zip(_STAGES, blocks)):
-      x = ResStage(kind, ch(planes), count, stride, dilation, self.dtype, norm, self.remat,
-                   name=f'layer{s + 1}')(x, train)
+      x = ResNetStage(ch(planes), count, stride, dilation, self.dtype, norm, self.remat,
+                      block=_BLOCKS[kind], name=f'layer{s + 1}')(x, train)
       maps.append(x)
     features = PSPModule(ch(head_width), self.dropout_rate, self.dtype, norm,
                          name='pspmodule')(maps[3], train)
