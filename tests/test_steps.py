@@ -122,7 +122,7 @@ def test_gamma_scales_target_terms_only():
              enumerate(('source', 'target'))}
   teacher = {d: {'aux': logits(i + 4), 'main': logits(i + 6)} for i, d in
              enumerate(('source', 'target'))}
-  batch = {'source_label': jnp.zeros((2, 8, 8), jnp.int32)}
+  batch = {'source_label': jnp.zeros((2, 8, 8), jnp.int32), 'rng': jax.random.PRNGKey(0)}
   players = {name: (lambda x: x[..., :1]) for name in ('disc_aux', 'disc_main')}
   terms = {}
   for gamma in (1.0, 0.25):
@@ -139,7 +139,8 @@ def test_gamma_scales_target_terms_only():
 @pytest.mark.parametrize('teacher_bn', ['eval', 'train'])
 def test_no_gradient_reaches_the_teacher(teacher_bn):
   stage, b = built(**{'stages.distill_c.options.teacher_bn': teacher_bn})
-  batch = jax.tree.map(jnp.asarray, batch_of(stage))
+  # The step adds this step's key to the batch.
+  batch = {**jax.tree.map(jnp.asarray, batch_of(stage)), 'rng': jax.random.PRNGKey(0)}
 
   def total_loss(teacher_params):
     frozen = {'teacher': {**b.frozen_variables['teacher'], 'params': teacher_params}}

@@ -125,6 +125,8 @@ class DAKD(base.Method):
     for i, (domain, scale) in enumerate(self.scales.items()):
       if scale:
         distilled[domain] = self.distillation_terms(outputs[domain], frozen_outputs[domain], scale)
+        if not self.structured.enabled:
+          continue
         structured, d_inputs = self.structured.terms(
             outputs[domain], frozen_outputs[domain], players, jax.random.fold_in(batch['rng'], i),
             scale)

@@ -64,6 +64,11 @@ class StructuredTerms:
     if len(self.d_input_size) not in (0, 2):
       raise ValueError(f'd_input_size: expected () or (H, W), got {self.d_input_size!r}')
 
+  @property
+  def enabled(self) -> bool:
+    """Whether any SKD term is on (DAKD's options leave them off by default)."""
+    return bool(self.lambda_pi or self.lambda_pa or self.lambda_d)
+
   def player(self, num_classes: int) -> dict[str, base.Player]:
     if not self.lambda_d:
       return {}
