@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
+from dakd_jax.models.diga import DiGADeepLabV2
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
 
@@ -19,6 +20,7 @@ _REGISTRY = {
     'drn_d_38': (DRNSeg, {'arch': 'drn_d_38', 'aux_tap': 'layer7'}),
     'deeplabv2_r101': (DeepLabV2Multi, {}),
     'fc_discriminator': (FCDiscriminator, {}),
+    'diga_deeplabv2_r101': (DiGADeepLabV2, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
@@ -39,7 +41,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   """Builds a registered model.
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
-  'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`),
+  'diga_deeplabv2_r101' (DiGA's ResNet-101 + SE/GroupNorm head). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)
@@ -95,8 +98,9 @@ def parameter_groups(model: nn.Module, params: Any) -> Any:
 
   The model's own declarations decide: leaves under its class's `HEAD_MODULES` are HEAD
   (AdaptSegNet-style x10 learning rate when the stage asks for it); with its
-  `freeze_bn_affine` option the scale/bias of every normalisation layer (a module owning a
-  `scale` param) are FROZEN (no update, no weight decay, as torch's requires_grad=False).
+  `freeze_bn_affine` option the scale/bias of every normalisation layer of the body (a module
+  owning a `scale` param outside the heads) are FROZEN (no update, no weight decay, as torch's
+  requires_grad=False); the heads' normalisation layers (DiGA's GroupNorm) are trained.
   """
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   norm_modules = {names[:-1] for names in (_path_names(p) for p, _ in leaves)
@@ -106,7 +110,8 @@ def parameter_groups(model: nn.Module, params: Any) -> Any:
 
   def label(path, _):
     names = _path_names(path)
-    if frozen_affine and names[:-1] in norm_modules and names[-1] in ('scale', 'bias'):
+    if (frozen_affine and names[0] not in heads and names[:-1] in norm_modules
+        and names[-1] in ('scale', 'bias')):
       return FROZEN
     return HEAD if names[0] in heads else BODY
 

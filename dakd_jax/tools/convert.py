@@ -9,6 +9,8 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 - AdaptSegNet/ADVENT DeepLab-v2 multi: `conv1`, `bn1`, `layer1..4`, `layer5` (aux) and `layer6`
   (main) `conv2d_list.{0..3}`.
 - FCDiscriminator: `conv1..conv4`, `classifier`.
+- DiGA's SegModel: `layer0.{0,1}` (stem conv and BN), `layer1..4`, `final` (ProDA head:
+  `conv2d_list.{0..4}.{0,1}`, `bottleneck.0.se.{0,2}`, `bottleneck.{1,2}`, `head.1`).
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -36,6 +38,10 @@ _RENAMES = {
     'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean', 'var': 'running_var',
 }
 _DRN_CONV_STACKS = ('layer0', 'layer1', 'layer2', 'layer7', 'layer8')
+# DiGA's SegModel: the stem inside `layer0`, the ProDA head as `final` (official key names).
+_DIGA_TOP = {'conv1': 'layer0.0', 'bn1': 'layer0.1', 'head': 'final'}
+_DIGA_HEAD = {'se': 'bottleneck.0', 'fc1': 'se.0', 'fc2': 'se.2', 'bottleneck_conv': 'bottleneck.1',
+              'bottleneck_norm': 'bottleneck.2', 'classifier': 'head.1'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
 _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
 
@@ -43,9 +49,16 @@ _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
   """Official state_dict key of a Flax variable path (without DRN's `base.` prefix)."""
   parts = []
+  diga = model_name == 'diga_deeplabv2_r101'
   for depth, name in enumerate(path):
     stack_child = re.fullmatch(r'(conv|bn)(\d+)', name)
-    if (model_name.startswith('drn') and depth == 1 and path[0] in _DRN_CONV_STACKS and
+    head_branch = re.fullmatch(r'branch(\d+)_(conv|norm)', name)
+    if diga and depth == 0 and name in _DIGA_TOP:
+      parts.append(_DIGA_TOP[name])
+    elif diga and path[0] == 'head' and (name in _DIGA_HEAD or head_branch):
+      parts.append(_DIGA_HEAD[name] if name in _DIGA_HEAD else
+                   f'conv2d_list.{head_branch.group(1)}.{int(head_branch.group(2) == "norm")}')
+    elif (model_name.startswith('drn') and depth == 1 and path[0] in _DRN_CONV_STACKS and
         stack_child):
       # nn.Sequential of [conv, BN, ReLU] repeats: conv i sits at 3i, its BN at 3i + 1.
       parts.append(str(3 * int(stack_child.group(2)) + (stack_child.group(1) == 'bn')))
@@ -130,12 +143,14 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
       continue
     used.add(key)
     value = state[key]
-    expected = (leaf.shape[3], leaf.shape[2], *leaf.shape[:2]) if leaf.ndim == 4 else leaf.shape
+    # Conv kernels OIHW -> HWIO, Linear weights [out, in] -> Dense kernels [in, out].
+    order = {4: (2, 3, 1, 0), 2: (1, 0)}.get(leaf.ndim)
+    expected = tuple(leaf.shape[order.index(i)] for i in range(leaf.ndim)) if order else leaf.shape
     if value.shape != tuple(expected):
       misshaped.append(f'{key}: got {tuple(value.shape)}, expected {tuple(expected)}')
       continue
-    if value.ndim == 4:
-      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
+    if order:
+      value = value.transpose(order)
     # np.array copies: torch's .numpy() shares memory, and torch updates BN stats in place.
     flat[(collection,) + var_path] = np.array(value, np.float32)
   dropped = set(_DROPPED.get(family, ()))

@@ -1,0 +1,81 @@
+"""PyTorch references of DiGA's networks, written from method.md §6.1 with the official key names.
+
+- `SegModel`: `layer0` (= Sequential(conv1, bn1, ReLU, ceil-mode max-pool)), `layer1..4`
+  (the DeepLab-v2 ResNet-101 bottlenecks of `models.Bottleneck`), `final` (the ProDA head:
+  `conv2d_list.{0..4}` = Sequential(conv, GroupNorm, ReLU), `bottleneck` = Sequential(SE with
+  `se.0`/`se.2` Linear layers, 3x3 conv, GroupNorm), `head` = Sequential(Dropout2d, 1x1 conv)).
+  `forward` returns (layer2 output, layer4 output, logits, feat), as the official model.
+Layouts are NCHW.
+"""
+
+import torch
+from torch import nn
+
+from dakd_jax.torch_ref.models import Bottleneck
+
+
+class SEBlock(nn.Module):
+  """x * sigmoid(Linear(ReLU(Linear(GAP(x))))), reduction r."""
+
+  def __init__(self, channels, r=16):
+    super().__init__()
+    self.se = nn.Sequential(nn.Linear(channels, channels // r), nn.ReLU(),
+                            nn.Linear(channels // r, channels), nn.Sigmoid())
+
+  def forward(self, x):
+    return x * self.se(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
+class ProDAHead(nn.Module):
+  """Five 256-channel branches (1x1; 3x3 d=6/12/18/24) + GN + ReLU, concat, SE, 3x3 conv + GN,
+  Dropout2d, bias-free 1x1 classifier; returns {'feat', 'out'}."""
+
+  def __init__(self, in_ch, num_classes, droprate=0.1):
+    super().__init__()
+    branch = lambda conv: nn.Sequential(conv, nn.GroupNorm(32, 256), nn.ReLU())
+    self.conv2d_list = nn.ModuleList(
+        [branch(nn.Conv2d(in_ch, 256, 1, bias=True))] +
+        [branch(nn.Conv2d(in_ch, 256, 3, 1, d, d, bias=True)) for d in (6, 12, 18, 24)])
+    self.bottleneck = nn.Sequential(SEBlock(1280), nn.Conv2d(1280, 256, 3, 1, 1, bias=True),
+                                    nn.GroupNorm(32, 256))
+    self.head = nn.Sequential(nn.Dropout2d(droprate), nn.Conv2d(256, num_classes, 1, bias=False))
+
+  def forward(self, x):
+    y = self.bottleneck(torch.cat([b(x) for b in self.conv2d_list], dim=1))
+    feat = self.head[0](y)
+    return {'feat': feat, 'out': self.head[1](feat)}
+
+
+class SegModel(nn.Module):
+  """DiGA's DeepLab-v2 ResNet-101 with the ProDA head."""
+
+  def __init__(self, num_classes=19, dropout_rate=0.1):
+    super().__init__()
+    self.layer0 = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                nn.ReLU(), nn.MaxPool2d(3, 2, 1, ceil_mode=True))
+    in_ch = 64
+    for i, (planes, blocks, stride, dilation) in enumerate(
+        ((64, 3, 1, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))):
+      stage = [Bottleneck(in_ch if j == 0 else planes * 4, planes, stride if j == 0 else 1,
+                          dilation, project=j == 0) for j in range(blocks)]
+      setattr(self, f'layer{i + 1}', nn.Sequential(*stage))
+      in_ch = planes * 4
+    self.final = ProDAHead(2048, num_classes, dropout_rate)
+
+  def forward(self, x):
+    x = self.layer2(self.layer1(self.layer0(x)))
+    shallow = x
+    x = self.layer4(self.layer3(x))
+    out = self.final(x)
+    return shallow, x, out['out'], out['feat']
+
+
+@torch.no_grad()
+def randomize_groupnorm_(model, seed=0):
+  """Gives every GroupNorm non-trivial affine parameters (for tests)."""
+  gen = torch.Generator().manual_seed(seed)
+  for m in model.modules():
+    if isinstance(m, nn.GroupNorm):
+      m.weight.copy_(1.0 + 0.2 * torch.randn(m.num_channels, generator=gen))
+      m.bias.copy_(0.1 * torch.randn(m.num_channels, generator=gen))
+  return model
