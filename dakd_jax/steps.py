@@ -7,9 +7,10 @@ from the pre-update weights. This is neither MAGVIT's single-VJP simultaneous ga
 outputs nor an alternating G-then-D step on updated weights: it is the official order.
 
 What is computed is the method's business (`dakd_jax.methods`): the step forwards the network on
-the source batch and, if the method uses it, on the target batch (BatchNorm statistics updated in
-that order, as two torch forwards would), upsamples the logits to the input size, and asks the
-method for the weighted loss terms and the players' losses.
+the images the method's `prepare` names (by default the source batch and, if the method uses it,
+the target batch; BatchNorm statistics updated in that order, as two torch forwards would),
+upsamples the logits to the input size, and asks the method for the weighted loss terms and the
+players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
 
 Shapes: images `[N, H, W, 3]` float32 (normalised), labels `[N, H, W]` int32 (255 = ignore).
 """
@@ -25,7 +26,6 @@ from dakd_jax import losses
 from dakd_jax.methods import base
 from dakd_jax.state import TrainState
 
-DOMAINS = ('source', 'target')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +50,12 @@ class StepProgram:
   learning_rates: Callable[[jax.Array], dict] | None = None
 
 
-def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_outputs):
+def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key):
   """The network's loss and its weighted terms.
+
+  `inputs` are the `{name: images}` the network is forwarded on (`Method.prepare`), in order;
+  `context` is what `Method.network_terms` receives besides; forward `i` draws its dropout from
+  `fold_in(key, i)`.
 
   Returns:
     `(total, (terms, new_batch_stats, player_inputs))`: `terms` maps `'src/…'` / `'tgt/…'` names
@@ -62,15 +66,15 @@ def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_
   kwargs = {'return_features': True} if method.needs_features else {}
   batch_stats = state.network.batch_stats
   outputs = {}
-  for domain in DOMAINS if method.uses_target else DOMAINS[:1]:  # Source first, as torch.
-    images = batch[f'{domain}_image']
+  for i, (name, images) in enumerate(inputs.items()):  # Source first, as torch.
     raw, updates = program.network.apply({'params': params, 'batch_stats': batch_stats}, images,
-                                         train=True, mutable=['batch_stats'], **kwargs)
+                                         train=True, mutable=['batch_stats'],
+                                         rngs={'dropout': jax.random.fold_in(key, i)}, **kwargs)
     batch_stats = updates['batch_stats']
-    outputs[domain] = base.at_input_size(raw, images.shape[1:3])
+    outputs[name] = base.at_input_size(raw, images.shape[1:3])
   players = {name: _bound(module, state.players[name].variables)
              for name, module in program.players.items()}
-  terms, player_inputs = method.network_terms(outputs, batch, players, frozen_outputs)
+  terms, player_inputs = method.network_terms(outputs, batch, players, context)
   total = sum(terms.values())
   return total, (terms, batch_stats, jax.lax.stop_gradient(player_inputs))
 
@@ -104,10 +108,13 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   frozen = {name: base.FrozenNetwork(module, frozen_variables[name])
             for name, module in program.frozen.items()}
   frozen_outputs = method.frozen_outputs(frozen, batch)
+  key = jax.random.fold_in(state.rng, state.step)
+  inputs, context, method_state = method.prepare(
+      state, batch, frozen_outputs, jax.random.fold_in(key, 0), program.network)
 
   grad_fn = jax.value_and_grad(network_loss, has_aux=True)
   (total, (terms, batch_stats, player_inputs)), grads = grad_fn(
-      state.network.params, state, program, batch, frozen_outputs)
+      state.network.params, state, program, batch, inputs, context, jax.random.fold_in(key, 1))
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
              'grad_norm/network': optax.tree.norm(grads),
              # Fraction of the global batch's source label pixels that are ignored.
@@ -126,7 +133,7 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
     metrics[f'loss/{name}'] = loss
   new_state = state.replace(
       network=_apply_updates(state.network, grads, program.network_tx, batch_stats),
-      players=players, step=state.step + 1)
+      players=players, step=state.step + 1, method_state=method_state)
   if program.learning_rates is not None:
     metrics.update({f'lr/{k}': v for k, v in program.learning_rates(state.step).items()})
   return new_state, metrics
