@@ -79,3 +79,43 @@ def randomize_groupnorm_(model, seed=0):
       m.weight.copy_(1.0 + 0.2 * torch.randn(m.num_channels, generator=gen))
       m.bias.copy_(0.1 * torch.randn(m.num_channels, generator=gen))
   return model
+
+
+def cross_entropy2d(logits, labels):
+  """DiGA's CE: NLL summed over pixels with labels in [0, C) (255 ignored), divided by the count
+  of pixels with label >= 0 (ignored ones included). logits [N, C, H, W], labels [N, H, W]."""
+  log_p = torch.log_softmax(logits, dim=1)
+  valid = (labels >= 0) & (labels != 255)
+  nll = -log_p.gather(1, torch.where(valid, labels, 0)[:, None])[:, 0]
+  return (nll * valid).sum() / (labels >= 0).sum()
+
+
+def distillation_loss(teacher_logits, student_logits, scale=0.5, labels=None):
+  """DiGA's symmetric distillation on [view a; view b] batches (NCHW): for every (teacher view,
+  other student view) pair, the soft CE summed over classes and averaged over pixels (over
+  non-ignored pixels when `labels` are given); the pair with the teacher on view b scaled."""
+  students = student_logits.chunk(2)
+  teachers = torch.softmax(teacher_logits, dim=1).detach().chunk(2)
+  total = 0
+  for iq, q in enumerate(teachers):
+    for v, s in enumerate(students):
+      if v == iq:
+        continue
+      loss = torch.sum(-q * torch.log_softmax(s, dim=1), dim=1)
+      if iq == 1:
+        loss = loss * scale
+      if labels is None:
+        total = total + loss.mean()
+      else:
+        mask = (labels != 255).float()
+        total = total + (loss * mask).sum() / (mask.sum() + 1e-7)
+  return total
+
+
+@torch.no_grad()
+def update_teacher_params(teacher, student, iteration, ema_max=0.999):
+  """Teacher parameters (not buffers) <- a * teacher + (1 - a) * student, a = min(1 - 1/(i+1),
+  ema_max)."""
+  a = min(1 - 1 / (iteration + 1), ema_max)
+  for t, s in zip(teacher.parameters(), student.parameters()):
+    t.data[:] = a * t.data + (1 - a) * s.data

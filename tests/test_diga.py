@@ -1,0 +1,228 @@
+"""DiGA warm-up: losses, EMA teacher, strong augmentation and CrDoMix masks against references,
+and the warm-up stage end to end with exact resume."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dakd_jax import augment
+from dakd_jax import experiment
+from dakd_jax import losses
+from dakd_jax import methods
+from dakd_jax import networks as networks_lib
+from dakd_jax import stages as stages_lib
+from dakd_jax.methods import diga
+
+
+def _nchw(x):
+  return np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def _logits(seed, shape=(2, 5, 6, 4)):
+  return np.random.default_rng(seed).normal(0, 2, shape).astype(np.float32)
+
+
+def _labels(seed, shape=(2, 5, 6), num_classes=4):
+  labels = np.random.default_rng(seed).integers(0, num_classes, shape)
+  labels[:, 0, :3] = 255
+  return labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------- losses
+
+def test_cross_entropy_official_averaging_matches_torch(torch):
+  from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
+  logits, labels = _logits(0), _labels(1)
+  x = torch.tensor(_nchw(logits), requires_grad=True)
+  ref = D.cross_entropy2d(x, torch.tensor(labels, dtype=torch.long))
+  ref.backward()
+  fn = lambda l: losses.segmentation_cross_entropy(l, labels, average='all')
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(logits))
+  np.testing.assert_allclose(value, ref.item(), rtol=1e-6)
+  np.testing.assert_allclose(_nchw(grad), x.grad.numpy(), atol=1e-7)
+  valid = np.mean(labels != 255)  # The default divides by valid pixels only.
+  np.testing.assert_allclose(losses.segmentation_cross_entropy(logits, labels) * valid, value,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_symmetric_distillation_matches_torch(masked, torch):
+  from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
+  student, teacher, labels = _logits(2, (4, 5, 6, 4)), _logits(3, (4, 5, 6, 4)), _labels(4)
+  s = torch.tensor(_nchw(student), requires_grad=True)
+  ref = D.distillation_loss(torch.tensor(_nchw(teacher)), s, 0.5,
+                            torch.tensor(labels).long() if masked else None)
+  ref.backward()
+  mask = jnp.asarray(labels != 255) if masked else None
+  fn = lambda st: losses.symmetric_distillation(st[:2], st[2:], teacher[:2], teacher[2:], 0.5, mask)
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(student))
+  np.testing.assert_allclose(value, ref.item(), rtol=1e-6)
+  np.testing.assert_allclose(_nchw(grad), s.grad.numpy(), atol=1e-7)
+
+
+def test_ema_teacher_trajectory_matches_torch(torch):
+  """Three steps of (EMA update, then an SGD step of the student), parameters only."""
+  from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
+  student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+  teacher.load_state_dict(student.state_dict())
+  params = {k: jnp.asarray(v.detach().numpy()) for k, v in student.state_dict().items()}
+  ema = dict(params)
+  for i in range(3):
+    D.update_teacher_params(teacher, student, i, ema_max=0.6)
+    ema = diga.ema_update(ema, params, diga.ema_decay(jnp.int32(i), 0.6))
+    for k, v in teacher.state_dict().items():
+      np.testing.assert_allclose(ema[k], v.numpy(), rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+      for p in student.parameters():
+        p.add_(torch.randn(p.shape))
+    params = {k: jnp.asarray(v.detach().numpy()) for k, v in student.state_dict().items()}
+  np.testing.assert_allclose([diga.ema_decay(jnp.int32(i), 0.999) for i in (0, 1, 3, 10**4)],
+                             [0.0, 0.5, 0.75, 0.999], rtol=1e-6)
+
+
+# -------------------------------------------------------------------------- CrDoMix masks
+
+def test_half_of_present_classes_chosen_from_draws():
+  labels = np.full((2, 4, 4), 255, np.int32)
+  labels[0, :2] = [[0, 0, 1, 1], [2, 2, 3, 3]]  # Classes 0-3 and 255 present: K = 5.
+  labels[1] = 3  # K = 1: only 255 is kept.
+  chosen = jax.jit(augment.choose_half_of_classes, static_argnums=2)(
+      jax.random.PRNGKey(0), labels, 5)
+  assert chosen.shape == (2, 6)
+  # floor(5 / 2) = 2 values drawn (255 may be one of them), then 255 added.
+  assert chosen[0, :4].sum() in (1, 2) and chosen[0, 5] and not chosen[0, 4]
+  np.testing.assert_array_equal(chosen[1], [False] * 5 + [True])
+  # With fixed draws: the floor(K / 2) present values with the smallest draws, then 255.
+  present = np.array([[True, True, True, True, False, True]])
+  draws = np.array([[0.9, 0.1, 0.5, 0.3, 0.0, 0.2]])
+  np.testing.assert_array_equal(augment.chosen_from_draws(present, draws),
+                                [[False, True, False, False, False, True]])
+  mask = augment.class_mask(labels, chosen)
+  expected = np.isin(labels, [c for c in range(5) if chosen[0, c]] + [255]).astype(np.float32)
+  np.testing.assert_array_equal(mask[0], expected[0])
+  a, b = np.ones((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 3), np.float32)
+  np.testing.assert_array_equal(augment.mix(mask, a, b)[..., 0], mask)
+
+
+def test_class_choice_is_uniform_over_present_classes():
+  labels = np.repeat(np.arange(4, dtype=np.int32), 4).reshape(1, 4, 4)  # K = 4: 2 chosen.
+  keys = jax.random.split(jax.random.PRNGKey(0), 400)
+  chosen = jax.vmap(lambda k: augment.choose_half_of_classes(k, labels, 4)[0])(keys)
+  assert np.all(chosen[:, :4].sum(axis=1) == 2) and np.all(chosen[:, 4])
+  np.testing.assert_allclose(chosen[:, :4].mean(axis=0), 0.5, atol=0.08)
+
+
+# ------------------------------------------------------------------------ strong augmentation
+
+def _reference_augment(x, p, beta):
+  """float64 NumPy reference of the strong augmentation, one image at a time."""
+  gray_w = np.array([0.299, 0.587, 0.114])
+  yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+  out = []
+  for i, img in enumerate(np.asarray(x, np.float64)):
+    y = img.copy()
+    if p['jitter'][i]:
+      y = np.clip(y + p['brightness'][i], 0, 1)
+      y = np.clip(y * p['contrast'][i], 0, 1)
+      g = (y @ gray_w)[..., None]
+      y = np.clip(g + p['saturation'][i] * (y - g), 0, 1)
+      t = 2 * np.pi * p['hue'][i]
+      rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+      y = np.clip(y @ (np.linalg.inv(yiq) @ rot @ yiq).T, 0, 1)
+    if p['gray'][i]:
+      y = np.repeat((y @ gray_w)[..., None], 3, axis=-1)
+    h, w = y.shape[:2]
+    if p['blur'][i]:
+      taps = np.exp(-np.array([-1.0, 0.0, 1.0]) ** 2 / 8)
+      k = np.outer(taps, taps) / taps.sum() ** 2
+      pad = np.pad(y, ((1, 1), (1, 1), (0, 0)), mode='reflect')
+      y = sum(k[a, b] * pad[a:a + h, b:b + w] for a in range(3) for b in range(3))
+    if p['sharpness'][i]:
+      k = np.ones((3, 3)) / 13
+      k[1, 1] = 5 / 13
+      smooth = y.copy()
+      for r in range(1, h - 1):
+        for c in range(1, w - 1):
+          smooth[r, c] = np.einsum('ab,abk->k', k, y[r - 1:r + 2, c - 1:c + 2])
+      f = p['sharpness_factor'][i]
+      y = np.clip(smooth + f * (y - smooth), 0, 1)
+    out.append(beta * (y - 0.5) / 0.5 + (1 - beta) * img)
+  return np.stack(out)
+
+
+def test_strong_augment_matches_reference_with_fixed_draws():
+  x = np.random.default_rng(0).uniform(-0.2, 1.2, (6, 5, 7, 3)).astype(np.float32)
+  params = augment.draw_strong_params(jax.random.PRNGKey(3), 6)
+  params = {k: np.array(v) for k, v in params.items()}
+  params['jitter'][:3] = True  # Every op exercised at least once, also all together.
+  params['gray'][1:3], params['blur'][2:4], params['sharpness'][[2, 4]] = False, True, True
+  params['gray'][0] = True
+  apply = jax.jit(augment.apply_strong_augment, static_argnums=2)
+  out = apply(jnp.asarray(x), params, 0.4)
+  np.testing.assert_allclose(out, _reference_augment(x, params, 0.4), atol=2e-6)
+  nothing = {k: np.zeros_like(v) if v.dtype == bool else v for k, v in params.items()}
+  np.testing.assert_allclose(apply(x, nothing, 0.4),
+                             0.4 * (x - 0.5) / 0.5 + 0.6 * x, atol=1e-6)
+
+
+def test_strong_augment_probabilities_and_ranges():
+  p = augment.draw_strong_params(jax.random.PRNGKey(0), 4000)
+  for name, prob in augment.PROBS.items():
+    assert abs(float(np.mean(p[name])) - prob) < 0.03, name
+  assert -0.4 <= p['brightness'].min() and p['brightness'].max() <= 0.4
+  assert 0.0 <= p['sharpness_factor'].min() and p['sharpness_factor'].max() <= 0.5
+
+
+# ----------------------------------------------------------------------------------- method
+
+def test_method_options_are_checked():
+  assert methods.create('diga_warmup', {}).lambda_distil == 0.5
+  with pytest.raises(Exception, match='translation: expected one of'):
+    methods.create('diga_warmup', {'translation': 'cyclegan'})
+  with pytest.raises(Exception, match='ema_max'):
+    methods.create('diga_warmup', {'ema_max': 1.0})
+
+
+@pytest.mark.slow
+def test_warmup_stage_runs_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path, monkeypatch):
+  """The warm-up stage trains on the synthetic pair; a run killed after its step-2 checkpoint
+  and resumed ends where an uninterrupted one does: the EMA teacher (which the distillation
+  reads) is restored with the student."""
+  from configs import diga_tiny  # pylint: disable=g-import-not-at-top
+
+  def config():
+    c = diga_tiny.get_config()
+    c.roots.gta5 = os.path.join(synthetic_root, 'gta5')
+    c.roots.cityscapes = os.path.join(synthetic_root, 'cityscapes')
+    c.data_dir = tfds_dir
+    c.pipeline = ('diga_warmup',)
+    c.stages.diga_warmup.num_steps = 4
+    return c
+
+  straight = str(tmp_path / 'straight')
+  results = experiment.run(config(), straight)
+  assert 0 <= results['diga_warmup']['miou'] <= 1
+  real_annotation = jax.profiler.StepTraceAnnotation
+
+  def killed_at_step_three(name, step_num):
+    if step_num == 3:
+      raise KeyboardInterrupt('simulated kill')
+    return real_annotation(name, step_num=step_num)
+
+  resumed = str(tmp_path / 'resumed')
+  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_three)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(config(), resumed)
+  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
+  experiment.run(config(), resumed)
+  a, b = (networks_lib.load_network(stages_lib.export_dir(w, 'diga_warmup'))[1]
+          for w in (straight, resumed))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
+  with open(os.path.join(straight, 'diga_warmup', 'metrics.jsonl')) as f:
+    logged = [json.loads(line) for line in f]
+  assert {'loss/src/seg', 'loss/src/distil'} <= set(logged[-1])
