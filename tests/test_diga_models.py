@@ -108,3 +108,46 @@ def test_segmentation_conversion_and_parity_with_torch(torch):
     assert out['main'].shape == (2, 9, 11, 19) and out['features'].shape == (2, 9, 11, 256)
     for key, ref32, truth in (('main', logits32, logits64), ('features', feat32, feat64)):
       assert _rel(out[key], _nhwc(truth)) <= max(1e-4, 2 * _rel(_nhwc(ref32), _nhwc(truth)))
+
+
+# ------------------------------------------------------------------------------ translator
+
+def test_translator_param_counts():
+  params = models.abstract_variables('diga_translator')['params']
+  assert sorted(params) == ['decoder', 'encoder']
+  assert models.count_params(params['encoder']) == 5_385_856
+  assert models.count_params(params['decoder']) == 5_754_243
+
+
+@pytest.mark.slow
+def test_translator_two_file_conversion_and_parity_with_torch(torch, tmp_path):
+  """enc_s.pth + dec_s2t.pth convert through the CLI; encoder features and translated images
+  match the reference (reflect padding, InstanceNorm, nearest upsampling, tanh)."""
+  from dakd_jax import networks  # pylint: disable=g-import-not-at-top
+  from dakd_jax.models.diga_translator import TranslatorEncoder  # pylint: disable=g-import-not-at-top
+  from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  enc, dec = D.ImgEncoder().eval(), D.ImgDecoder().eval()
+  assert {'model.0.conv.weight', 'model.3.model.3.model.1.conv.bias'} <= set(enc.state_dict())
+  assert {'model.0.model.0.model.0.conv.weight', 'model.2.conv.weight',
+          'model.5.conv.bias'} <= set(dec.state_dict())
+  torch.save(enc.state_dict(), tmp_path / 'enc_s.pth')
+  torch.save(dec.state_dict(), tmp_path / 'dec_s2t.pth')
+  convert.main(['--model', 'diga_translator', '--torch-checkpoint', str(tmp_path / 'enc_s.pth'),
+                '--decoder-checkpoint', str(tmp_path / 'dec_s2t.pth'),
+                '--out', str(tmp_path / 'translator')])
+  spec, variables = networks.load_network(str(tmp_path / 'translator'))
+  assert spec['arch'] == 'diga_translator'
+  x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+  with torch.no_grad():
+    features, image = enc(x), dec(enc(x))
+  model = models.create_model('diga_translator')
+  out = jax.jit(model.apply)(variables, jnp.asarray(_nhwc(x)))
+  encoded = jax.jit(TranslatorEncoder().apply)({'params': variables['params']['encoder']},
+                                                jnp.asarray(_nhwc(x)))
+  assert out.shape == (2, 32, 48, 3) and encoded.shape == (2, 8, 12, 256)
+  assert _rel(encoded, _nhwc(features)) < 1e-4
+  assert _rel(out, _nhwc(image)) < 1e-4
+  with pytest.raises(SystemExit):  # The decoder file is required with the translator only.
+    convert.main(['--model', 'diga_translator', '--torch-checkpoint',
+                  str(tmp_path / 'enc_s.pth'), '--out', str(tmp_path / 'bad')])

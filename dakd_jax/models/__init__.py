@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.diga import DiGADeepLabV2
+from dakd_jax.models.diga_translator import DiGATranslator
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
 
@@ -21,6 +22,7 @@ _REGISTRY = {
     'deeplabv2_r101': (DeepLabV2Multi, {}),
     'fc_discriminator': (FCDiscriminator, {}),
     'diga_deeplabv2_r101': (DiGADeepLabV2, {}),
+    'diga_translator': (DiGATranslator, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
@@ -42,7 +44,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
   'deeplabv2_r101', 'fc_discriminator' (whose input channels are `num_classes`),
-  'diga_deeplabv2_r101' (DiGA's ResNet-101 + SE/GroupNorm head). `dtype` may be
+  'diga_deeplabv2_r101' (DiGA's ResNet-101 + SE/GroupNorm head), 'diga_translator' (DiGA's
+  image translator, variables under `encoder` and `decoder`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)
@@ -54,7 +57,7 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   kwargs = {**defaults, **options}
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  if cls is not FCDiscriminator:
+  if any(f.name == 'num_classes' for f in dataclasses.fields(cls)):  # Not discriminators/translators.
     kwargs['num_classes'] = num_classes
   return cls(**kwargs)
 

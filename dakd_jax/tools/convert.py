@@ -11,6 +11,8 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
 - FCDiscriminator: `conv1..conv4`, `classifier`.
 - DiGA's SegModel: `layer0.{0,1}` (stem conv and BN), `layer1..4`, `final` (ProDA head:
   `conv2d_list.{0..4}.{0,1}`, `bottleneck.0.se.{0,2}`, `bottleneck.{1,2}`, `head.1`).
+- DiGA's translator: two files, `enc_s.pth` and `dec_s2t.pth` (`translator_state_dict` joins
+  them; on the command line `--torch-checkpoint enc_s.pth --decoder-checkpoint dec_s2t.pth`).
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -40,6 +42,11 @@ _RENAMES = {
 _DRN_CONV_STACKS = ('layer0', 'layer1', 'layer2', 'layer7', 'layer8')
 # DiGA's SegModel: the stem inside `layer0`, the ProDA head as `final` (official key names).
 _DIGA_TOP = {'conv1': 'layer0.0', 'bn1': 'layer0.1', 'head': 'final'}
+# DiGA's translator: the halves' `model.{i}` entries (decoder: 1 and 3 are parameter-free
+# upsamplings); residual convs `res{i}_conv{j}` sit at `model.{stack}.model.{i}.model.{j}`.
+_TRANSLATOR = {'encoder': {'stem': 'model.0', 'down0': 'model.1', 'down1': 'model.2',
+                           'res': 'model.3'},
+               'decoder': {'res': 'model.0', 'up0': 'model.2', 'up1': 'model.4', 'out': 'model.5'}}
 _DIGA_HEAD = {'se': 'bottleneck.0', 'fc1': 'se.0', 'fc2': 'se.2', 'bottleneck_conv': 'bottleneck.1',
               'bottleneck_norm': 'bottleneck.2', 'classifier': 'head.1'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
@@ -48,6 +55,12 @@ _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias')}
 
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
   """Official state_dict key of a Flax variable path (without DRN's `base.` prefix)."""
+  if model_name == 'diga_translator':
+    half, block, conv, leaf = path
+    res = re.fullmatch(r'res(\d+)_conv(\d+)', block)
+    block = (f"{_TRANSLATOR[half]['res']}.model.{res.group(1)}.model.{res.group(2)}" if res
+             else _TRANSLATOR[half][block])
+    return f'{half}.{block}.{conv}.{_RENAMES.get(leaf, leaf)}'
   parts = []
   diga = model_name == 'diga_deeplabv2_r101'
   for depth, name in enumerate(path):
@@ -168,6 +181,14 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
   return _unflatten(flat)
 
 
+def translator_state_dict(encoder_state: Any, decoder_state: Any) -> Dict[str, np.ndarray]:
+  """DiGA's two translator files (`enc_s.pth`, `dec_s2t.pth`) as one state_dict whose keys carry
+  an `encoder.` / `decoder.` prefix: the input `torch_to_flax(..., 'diga_translator')` takes."""
+  return {f'{half}.{k}': v for half, state in (('encoder', encoder_state),
+                                                 ('decoder', decoder_state))
+          for k, v in _normalise_state_dict(state).items()}
+
+
 def _unflatten(flat: Mapping[Tuple[str, ...], np.ndarray]) -> Dict[str, Any]:
   tree: Dict[str, Any] = {}
   for path, value in flat.items():
@@ -213,6 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--aux-tap', choices=drn.AUX_TAPS, help='DRN auxiliary-head tap')
   parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
   parser.add_argument('--ndf', type=int, help='discriminator width')
+  parser.add_argument('--decoder-checkpoint',
+                      help="diga_translator: dec_s2t.pth (--torch-checkpoint is enc_s.pth)")
   parser.add_argument('--seed', type=int, default=0, help='init of heads missing from the file')
   parser.add_argument('--trust-pickle', action='store_true',
                       help='load pickled nn.Module files (runs arbitrary code: trusted files only)')
@@ -222,7 +245,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       ('ndf', args.ndf)) if value is not None}
   from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
   try:
+    if (args.model == 'diga_translator') != bool(args.decoder_checkpoint):
+      raise errors.UserError('--decoder-checkpoint: expected exactly with --model diga_translator '
+                             '(dec_s2t.pth beside --torch-checkpoint enc_s.pth)')
     state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)
+    if args.decoder_checkpoint:
+      state = translator_state_dict(
+          state, load_torch_checkpoint(args.decoder_checkpoint, args.trust_pickle))
     variables = torch_to_flax(state, args.model, num_classes=args.num_classes, seed=args.seed,
                               **options)
   except ValueError as e:

@@ -5,6 +5,9 @@
   `conv2d_list.{0..4}` = Sequential(conv, GroupNorm, ReLU), `bottleneck` = Sequential(SE with
   `se.0`/`se.2` Linear layers, 3x3 conv, GroupNorm), `head` = Sequential(Dropout2d, 1x1 conv)).
   `forward` returns (layer2 output, layer4 output, logits, feat), as the official model.
+- `ImgEncoder` / `ImgDecoder`: the translator halves saved as `enc_s.pth` / `dec_s2t.pth`
+  (`model.{i}` Sequential entries; conv blocks hold `conv`, residual stacks `model.{j}.model.{0,1}`).
+- `cross_entropy2d`, `distillation_loss`, `update_teacher_params`: the official loss helpers.
 Layouts are NCHW.
 """
 
@@ -68,6 +71,69 @@ class SegModel(nn.Module):
     x = self.layer4(self.layer3(x))
     out = self.final(x)
     return shallow, x, out['out'], out['feat']
+
+
+class Conv2dBlock(nn.Module):
+  """ReflectionPad -> conv (bias) -> InstanceNorm2d (no affine) or none -> activation."""
+
+  def __init__(self, in_ch, out_ch, kernel_size, stride, padding, norm=True, activation='relu'):
+    super().__init__()
+    self.pad = nn.ReflectionPad2d(padding)
+    self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, bias=True)
+    self.norm = nn.InstanceNorm2d(out_ch) if norm else None
+    self.activation = {'relu': nn.ReLU(), 'tanh': nn.Tanh(), 'none': None}[activation]
+
+  def forward(self, x):
+    x = self.conv(self.pad(x))
+    x = self.norm(x) if self.norm is not None else x
+    return self.activation(x) if self.activation is not None else x
+
+
+class ResBlock(nn.Module):
+
+  def __init__(self, dim):
+    super().__init__()
+    self.model = nn.Sequential(Conv2dBlock(dim, dim, 3, 1, 1),
+                               Conv2dBlock(dim, dim, 3, 1, 1, activation='none'))
+
+  def forward(self, x):
+    return x + self.model(x)
+
+
+class ResBlocks(nn.Module):
+
+  def __init__(self, num_blocks, dim):
+    super().__init__()
+    self.model = nn.Sequential(*[ResBlock(dim) for _ in range(num_blocks)])
+
+  def forward(self, x):
+    return self.model(x)
+
+
+class ImgEncoder(nn.Module):
+  """7x7 conv 3->64, two 4x4/s2 convs to 256, four residual blocks (reflect padding, IN)."""
+
+  def __init__(self):
+    super().__init__()
+    self.model = nn.Sequential(Conv2dBlock(3, 64, 7, 1, 3), Conv2dBlock(64, 128, 4, 2, 1),
+                               Conv2dBlock(128, 256, 4, 2, 1), ResBlocks(4, 256))
+
+  def forward(self, x):
+    return self.model(x)
+
+
+class ImgDecoder(nn.Module):
+  """Four residual blocks, 2x (nearest upsample, 5x5 conv), 7x7 conv to 3 channels + tanh."""
+
+  def __init__(self):
+    super().__init__()
+    self.model = nn.Sequential(
+        ResBlocks(4, 256), nn.Upsample(scale_factor=2), Conv2dBlock(256, 128, 5, 1, 2),
+        nn.Upsample(scale_factor=2), Conv2dBlock(128, 64, 5, 1, 2),
+        Conv2dBlock(64, 3, 7, 1, 3, norm=False, activation='tanh'))
+
+  def forward(self, x):
+    return self.model(x)
 
 
 @torch.no_grad()
