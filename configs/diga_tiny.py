@@ -21,6 +21,7 @@ def get_config():
       'source_only', 'student', row='Source only', **common)
   config.stages.diga_warmup = config_lib.stage_config(
       'diga_warmup', 'student', row='DiGA warm-up (distil + CrDoMix)', **common,
+      translation='colour_stats',
       deviations="translation='colour_stats' stands in for the learned translator")
   config.pipeline = ('source_only', 'diga_warmup')
   return config

@@ -20,7 +20,7 @@ from dakd_jax.data.builders import BUILDERS
 
 MODES = ('train', 'eval')
 DTYPES = ('float32', 'bfloat16', 'float16')
-NORMALIZATIONS = ('caffe', 'imagenet')
+NORMALIZATIONS = ('caffe', 'diga', 'imagenet')
 BN_SYNC = ('global', 'per_device')
 EVAL_SELECT = ('last', 'best_oracle')
 STAGE_REF = 'stage:'  # `init`, `frozen.*` and `players` inputs taken from another stage.
@@ -117,7 +117,8 @@ def base_config():
   config.networks = ml_collections.ConfigDict()  # name -> network_config(...).
   config.seed = 0  # Seeds initialisation and data order.
   config.num_classes = 19  # Cityscapes train classes.
-  config.normalization = 'caffe'  # Network input: 'caffe' (BGR minus mean, 0-255) | 'imagenet'.
+  # Network input: 'caffe' (BGR minus mean, 0-255) | 'diga' (the same / 128) | 'imagenet'.
+  config.normalization = 'caffe'
 
   # The official extracted dataset folders (datasets/<name>/README.md), by dataset name.
   config.roots = ml_collections.ConfigDict({name: '' for name in BUILDERS})

@@ -226,3 +226,59 @@ def test_warmup_stage_runs_and_resumes_exactly(synthetic_root, tfds_dir, tmp_pat
   with open(os.path.join(straight, 'diga_warmup', 'metrics.jsonl')) as f:
     logged = [json.loads(line) for line in f]
   assert {'loss/src/seg', 'loss/src/distil'} <= set(logged[-1])
+
+
+def test_prepare_mixes_the_translated_image_and_averages_the_teacher():
+  """Step 1 of a run: the teacher becomes (teacher + student) / 2; x_cdm is the strong view on
+  the chosen classes (and 255) and the translator's image elsewhere; both views are forwarded."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from dakd_jax.state import create_train_state  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  class Net(nn.Module):
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      return {'main': nn.Conv(self.num_classes, (1, 1))(x)}
+
+  method = methods.create('diga_warmup', {})
+  assert method.frozen == ('translator',) and not method.uses_target
+  translator = nn.Conv(3, (1, 1))  # Any image-to-image network (the real one: test_diga_models).
+  source = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  labels = jnp.asarray(np.tile(np.arange(4, dtype=np.int32) % 3, (2, 8, 2)))
+  labels = labels.at[:, 0].set(255)
+  batch = {'source_image': source, 'source_label': labels}
+  frozen = {'translator': methods.FrozenNetwork(
+      translator, jax.jit(translator.init)(jax.random.PRNGKey(1), source))}
+  translated = method.frozen_outputs(frozen, batch)
+  np.testing.assert_allclose(translated, translator.apply(frozen['translator'].variables, source),
+                             atol=1e-6)
+  net = Net()
+  state = create_train_state(net.init(jax.random.PRNGKey(2), source), {}, optax.sgd(0.1), {},
+                             jax.random.PRNGKey(3), init_method_state=method.init_state)
+  student = jax.tree.map(lambda p: p + 1.0, state.network.params)
+  state = state.replace(step=jnp.int32(1), network=state.network.replace(params=student))
+  key = jax.random.PRNGKey(4)
+  inputs, context, new_state = jax.jit(method.prepare, static_argnums=4)(
+      state, batch, translated, key, net)
+  for t, s in zip(jax.tree.leaves(new_state['teacher']['params']), jax.tree.leaves(student)):
+    np.testing.assert_allclose(t, s - 0.5, atol=1e-6)
+  x_cdm = inputs['source'][2:]
+  np.testing.assert_array_equal(inputs['source'][:2], source)
+  view_key, _ = jax.random.split(key)
+  aug_key, mix_key = jax.random.split(view_key)
+  strong = jax.jit(augment.strong_augment, static_argnums=2)(aug_key, source, 0.4)
+  chosen = jax.jit(augment.choose_half_of_classes, static_argnums=2)(mix_key, labels, 3)
+  mask = augment.class_mask(labels, chosen)
+  assert 0 < float(jnp.mean(mask)) < 1 and np.all(np.asarray(mask)[:, 0] == 1)
+  np.testing.assert_allclose(x_cdm, np.where(mask[..., None] == 1, strong, translated), atol=1e-6)
+  assert context['teacher'].shape == (4, 8, 8, 3)
+
+
+def test_diga_normalization_is_caffe_over_128():
+  from dakd_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(0).integers(0, 256, (4, 5, 3)).astype(np.uint8)
+  diga_input = transforms.normalize(image, 'diga')
+  np.testing.assert_allclose(diga_input, transforms.normalize(image, 'caffe') / 128.0)
+  np.testing.assert_array_equal(transforms.denormalize(diga_input, 'diga'), image)

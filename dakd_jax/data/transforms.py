@@ -27,23 +27,29 @@ IMAGENET_STD_RGB = np.array((0.229, 0.224, 0.225), dtype=np.float32)
 _LABEL_MODES = ('L', 'P')  # 8-bit id maps; GTA5 ships palette ('P') PNGs whose indices are ids
 
 
+DIGA_SCALE = 128.0  # DiGA divides the Caffe-normalised image by 128 (inputs about [-1, 1]).
+_MODES = "'caffe', 'diga' or 'imagenet'"
+
+
 def normalize(image: np.ndarray, mode: str) -> np.ndarray:
-  """uint8 RGB [..., 3] -> float32 [..., 3]: 'caffe' (BGR, 0..255 minus mean) or 'imagenet'."""
-  if mode == 'caffe':
-    return image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+  """uint8 RGB [..., 3] -> float32 [..., 3]: 'caffe' (BGR, 0..255 minus mean), 'diga' (the same
+  divided by 128) or 'imagenet'."""
+  if mode in ('caffe', 'diga'):
+    caffe = image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    return caffe / DIGA_SCALE if mode == 'diga' else caffe
   if mode == 'imagenet':
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
-  raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+  raise ValueError(f'normalization: expected {_MODES}, got {mode!r}')
 
 
 def denormalize(image: np.ndarray, mode: str) -> np.ndarray:
   """Inverse of `normalize` for display: float32 [..., 3] -> uint8 RGB [..., 3] (rounded, clipped)."""
-  if mode == 'caffe':
-    rgb = (image + CAFFE_MEAN_BGR)[..., ::-1]
+  if mode in ('caffe', 'diga'):
+    rgb = (image * (DIGA_SCALE if mode == 'diga' else 1.0) + CAFFE_MEAN_BGR)[..., ::-1]
   elif mode == 'imagenet':
     rgb = (image * IMAGENET_STD_RGB + IMAGENET_MEAN_RGB) * 255.0
   else:
-    raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+    raise ValueError(f'normalization: expected {_MODES}, got {mode!r}')
   return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 

@@ -27,7 +27,7 @@ from dakd_jax import augment
 from dakd_jax import losses
 from dakd_jax.methods import base
 
-TRANSLATIONS = ('colour_stats',)
+TRANSLATIONS = ('network', 'colour_stats')
 TEACHER_BN = ('train', 'eval')
 SEG_AVERAGES = ('all', 'valid')
 
@@ -54,8 +54,10 @@ class DiGAWarmUp(base.Method):
     seg_average: 'all' (DiGA: the valid pixels' sum over every pixel) | 'valid'.
     beta: blend of the strong augmentation (0.4).
     crdomix: mix in the translated image (off: x_aug alone, the "distil" ablation row).
-    translation: how x_s2t is made. 'colour_stats' imposes each target image's channel
-      statistics on its source image: a stand-in for the learned translator (a deviation).
+    translation: how x_s2t is made. 'network': DiGA's frozen translator (`diga_translator`,
+      the stage's `frozen.translator`; inputs in the 'diga' normalisation, as it was trained);
+      'colour_stats': each target image's channel statistics imposed on its source image, a
+      stand-in needing no trained translator (a deviation).
     ema_max: the teacher's largest decay (0.999).
     teacher_bn: 'train' (official: batch statistics, dropout on) | 'eval'.
   """
@@ -67,7 +69,7 @@ class DiGAWarmUp(base.Method):
   seg_average: str = 'all'
   beta: float = 0.4
   crdomix: bool = True
-  translation: str = 'colour_stats'
+  translation: str = 'network'
   ema_max: float = 0.999
   teacher_bn: str = 'train'
 
@@ -83,33 +85,46 @@ class DiGAWarmUp(base.Method):
       raise ValueError(f'beta: expected a value in [0, 1], got {self.beta!r}')
 
   @property
+  def frozen(self) -> tuple[str, ...]:
+    return ('translator',) if self.crdomix and self.translation == 'network' else ()
+
+  @property
   def uses_target(self) -> bool:
-    return self.crdomix  # Target images lend their colour statistics; the network never sees them.
+    # With 'colour_stats' the target images lend their statistics; the network never sees them.
+    return self.crdomix and self.translation == 'colour_stats'
+
+  def frozen_outputs(self, frozen, batch):
+    """x_s2t [N, H, W, 3]: the translator's image of the source batch (no gradient)."""
+    if 'translator' not in self.frozen:
+      return None
+    translator = frozen['translator']
+    return jax.lax.stop_gradient(
+        translator.module.apply(translator.variables, batch['source_image']))
 
   def init_state(self, network_variables):
     """The teacher starts as a copy of the student (official `create_teacher_params`)."""
     return {'teacher': {'params': network_variables['params'],
                         'batch_stats': network_variables.get('batch_stats', {})}}
 
-  def augmented_view(self, key, batch, num_classes):
+  def augmented_view(self, key, batch, translated, num_classes):
     """x_cdm [N, H, W, 3]: the strong view, CrDoMix-ed with the translated image if enabled."""
     aug_key, mix_key = jax.random.split(key)
     source = batch['source_image']
     strong = augment.strong_augment(aug_key, source, self.beta)
     if not self.crdomix:
       return strong
-    translated = augment.colour_statistics_transfer(source, batch['target_image'])
+    if translated is None:
+      translated = augment.colour_statistics_transfer(source, batch['target_image'])
     chosen = augment.choose_half_of_classes(mix_key, batch['source_label'], num_classes)
     return augment.mix(augment.class_mask(batch['source_label'], chosen), strong, translated)
 
   def prepare(self, state, batch, frozen_outputs, key, network):
-    del frozen_outputs
     view_key, dropout_key = jax.random.split(key)
     teacher = state.method_state['teacher']
     decay = ema_decay(state.step, self.ema_max)
     teacher = {**teacher, 'params': ema_update(teacher['params'], state.network.params, decay)}
     images = jnp.concatenate(
-        [batch['source_image'], self.augmented_view(view_key, batch, network.num_classes)])
+        [batch['source_image'], self.augmented_view(view_key, batch, frozen_outputs, network.num_classes)])
     if self.teacher_bn == 'train':
       raw, updates = network.apply(teacher, images, train=True, mutable=['batch_stats'],
                                    rngs={'dropout': dropout_key})
