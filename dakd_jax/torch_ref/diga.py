@@ -185,3 +185,46 @@ def update_teacher_params(teacher, student, iteration, ema_max=0.999):
   a = min(1 - 1 / (iteration + 1), ema_max)
   for t, s in zip(teacher.parameters(), student.parameters()):
     t.data[:] = a * t.data + (1 - a) * s.data
+
+
+class ClassFeatures:
+  """The official centroid bank (`calc_centroids.Class_Features`), NCHW, written from the spec."""
+
+  def __init__(self, num_classes, dim, momentum=1e-4):
+    self.num_classes, self.momentum = num_classes, momentum
+    self.vectors = torch.zeros(num_classes, dim, dtype=torch.float64)
+    self.counts = torch.zeros(num_classes, dtype=torch.float64)
+
+  def mean_vectors(self, feat, logits, labels=None):
+    """[(class id, mean feature)] per image then class: pixels predicted (and labelled) so."""
+    pred = torch.nn.functional.one_hot(logits.argmax(1), self.num_classes).permute(0, 3, 1, 2)
+    if labels is not None:
+      onehot = torch.zeros_like(pred)
+      for c in range(self.num_classes):
+        onehot[:, c] = labels == c
+      pred = pred * onehot
+    pred = pred.to(feat.dtype)
+    out = []
+    for n in range(feat.shape[0]):
+      for t in range(self.num_classes):
+        if pred[n, t].sum() < 5:
+          continue
+        out.append((t, (feat[n] * pred[n, t]).sum(dim=(1, 2)) / pred[n, t].sum()))
+    return out
+
+  def update(self, class_id, vector, mode):
+    if vector.sum().item() == 0:
+      return
+    if mode == 'moving_average':
+      self.vectors[class_id] = (self.vectors[class_id] * (1 - self.momentum)
+                                + self.momentum * vector)
+    else:
+      self.vectors[class_id] = ((self.vectors[class_id] * self.counts[class_id] + vector)
+                                / (self.counts[class_id] + 1))
+    self.counts[class_id] = min(self.counts[class_id] + 1, 3000)
+
+  def centroid_weight(self, feat):
+    """softmax over classes of minus the L2 distance of each pixel's feature to each centroid."""
+    dist = torch.stack([torch.norm(feat - self.vectors[k][None, :, None, None], dim=1)
+                        for k in range(self.num_classes)], dim=1)
+    return torch.softmax(-dist, dim=1)

@@ -1,0 +1,89 @@
+"""DiGA's self-training pieces as pure functions (method.md §6.2): class centroids of the 256-d
+features, their initialisation and EMA update, the bilateral consensus labels, and 2-scale max
+fusion of logits (offline pseudo-labels and evaluation).
+
+Shapes: features [N, h, w, D] (stride 8), logits [N, h, w, C] or [N, H, W, C], labels [N, H, W]
+int32 with 255 = ignore, centroids [C, D].
+"""
+
+import jax
+import jax.numpy as jnp
+
+from dakd_jax.models.layers import resize_align_corners
+
+IGNORE_LABEL = 255
+MIN_PIXELS = 5  # Classes covering fewer feature pixels of an image give no mean.
+MOMENTUM = 1e-4  # Centroid EMA rate in self-training (decay 0.9999).
+MEAN_CAP = 3000  # The running-mean count saturates here (official).
+
+
+def nearest_resize_labels(labels: jax.Array, size) -> jax.Array:
+  """torch `F.interpolate(mode='nearest')` of [N, H, W] labels to `size` (h, w): output pixel i
+  takes input floor(i * H / h)."""
+  rows = [min(int(i * labels.shape[1] / size[0]), labels.shape[1] - 1) for i in range(size[0])]
+  cols = [min(int(j * labels.shape[2] / size[1]), labels.shape[2] - 1) for j in range(size[1])]
+  return labels[:, jnp.asarray(rows)][:, :, jnp.asarray(cols)]
+
+
+def class_mean_features(features: jax.Array, logits: jax.Array,
+                        labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Per image and class, the mean feature over the pixels the network predicts as that class
+  (and, with `labels` at the features' size, that are labelled so), as `calculate_mean_vector`.
+
+  Returns:
+    (means [N, C, D], valid [N, C]): valid where the class covers >= MIN_PIXELS pixels.
+  """
+  num_classes = logits.shape[-1]
+  mask = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.float32)
+  if labels is not None:  # 255 (or anything outside [0, C)) one-hot encodes to zeros.
+    mask = mask * jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  counts = jnp.sum(mask, axis=(1, 2))  # [N, C]
+  sums = jnp.einsum('nhwc,nhwd->ncd', mask, features.astype(jnp.float32))
+  means = sums / jnp.maximum(counts, 1.0)[..., None]
+  return means, counts >= MIN_PIXELS
+
+
+def ema_update_centroids(centroids: jax.Array, means: jax.Array, valid: jax.Array,
+                         momentum: float = MOMENTUM) -> jax.Array:
+  """Image after image, rho_k <- (1 - momentum) rho_k + momentum m_nk for every valid class whose
+  mean is not all zero (`update_objective_SingleVector`, moving average)."""
+  def one_image(rho, image):
+    m, ok = image
+    ok = ok & (jnp.sum(m, axis=-1) != 0)
+    return jnp.where(ok[:, None], (1 - momentum) * rho + momentum * m, rho), None
+  return jax.lax.scan(one_image, centroids, (means, valid))[0]
+
+
+def mean_update_centroids(centroids: jax.Array, counts: jax.Array, means: jax.Array,
+                          valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The running-mean initialisation (`calc_centroids.py`): image after image,
+  rho_k <- (rho_k n_k + m_nk) / (n_k + 1), n_k <- min(n_k + 1, MEAN_CAP). counts: [C] float."""
+  def one_image(carry, image):
+    rho, n = carry
+    m, ok = image
+    ok = ok & (jnp.sum(m, axis=-1) != 0)
+    new_rho = (rho * n[:, None] + m) / (n[:, None] + 1)
+    return (jnp.where(ok[:, None], new_rho, rho),
+            jnp.where(ok, jnp.minimum(n + 1, MEAN_CAP), n)), None
+  return jax.lax.scan(one_image, (centroids, counts), (means, valid))[0]
+
+
+def centroid_labels(features: jax.Array, centroids: jax.Array, size) -> jax.Array:
+  """ŷ_feat [N, H, W]: argmax over classes of softmax(-||f - rho_k||) upsampled (align corners)
+  from the features' size to `size` (H, W)."""
+  # Direct differences (not |f|^2 - 2 f.rho + |rho|^2): no cancellation near ties.
+  distance = jnp.linalg.norm(features.astype(jnp.float32)[..., None, :] - centroids, axis=-1)
+  weights = resize_align_corners(jax.nn.softmax(-distance, axis=-1), size)
+  return jnp.argmax(weights, axis=-1).astype(jnp.int32)
+
+
+def consensus_labels(offline: jax.Array, feature_labels: jax.Array) -> jax.Array:
+  """Bilateral consensus: the offline pseudo-label where the centroid label agrees, else 255."""
+  return jnp.where(offline == feature_labels, offline, IGNORE_LABEL).astype(jnp.int32)
+
+
+def two_scale_max_fusion(logits_full: jax.Array, logits_half: jax.Array, size) -> jax.Array:
+  """Element-wise max of the logits of the full- and half-resolution inputs, both upsampled
+  (align corners) to `size`: [N, H, W, C] (DiGA's pseudo-labels and evaluation)."""
+  return jnp.maximum(resize_align_corners(logits_full.astype(jnp.float32), size),
+                     resize_align_corners(logits_half.astype(jnp.float32), size))
