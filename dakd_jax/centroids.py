@@ -43,28 +43,31 @@ def class_mean_features(features: jax.Array, logits: jax.Array,
   return means, counts >= MIN_PIXELS
 
 
-def ema_update_centroids(centroids: jax.Array, means: jax.Array, valid: jax.Array,
-                         momentum: float = MOMENTUM) -> jax.Array:
-  """Image after image, rho_k <- (1 - momentum) rho_k + momentum m_nk for every valid class whose
-  mean is not all zero (`update_objective_SingleVector`, moving average)."""
-  def one_image(rho, image):
-    m, ok = image
-    ok = ok & (jnp.sum(m, axis=-1) != 0)
-    return jnp.where(ok[:, None], (1 - momentum) * rho + momentum * m, rho), None
-  return jax.lax.scan(one_image, centroids, (means, valid))[0]
+def update_centroids(centroids: jax.Array, counts: jax.Array, means: jax.Array,
+                     valid: jax.Array, momentum: float = MOMENTUM,
+                     mean_below: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """`update_objective_SingleVector`, image after image, for every valid class whose mean is not
+  all zero: a class seen fewer than `mean_below` times takes the running mean
+  rho_k <- (rho_k n_k + m_nk) / (n_k + 1), otherwise the moving average
+  rho_k <- (1 - momentum) rho_k + momentum m_nk; then n_k <- min(n_k + 1, MEAN_CAP).
 
+  `mean_below`: inf for `calc_centroids.py`'s initialisation (plain running means), 100 for the
+  official `start_mean=True`, 0 for self-training's `start_mean=False` (pure moving average).
 
-def mean_update_centroids(centroids: jax.Array, counts: jax.Array, means: jax.Array,
-                          valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The running-mean initialisation (`calc_centroids.py`): image after image,
-  rho_k <- (rho_k n_k + m_nk) / (n_k + 1), n_k <- min(n_k + 1, MEAN_CAP). counts: [C] float."""
+  Args:
+    centroids: [C, D]; counts: [C] float; means: [N, C, D]; valid: [N, C] bool.
+
+  Returns:
+    (centroids, counts) after the N images.
+  """
   def one_image(carry, image):
     rho, n = carry
     m, ok = image
     ok = ok & (jnp.sum(m, axis=-1) != 0)
-    new_rho = (rho * n[:, None] + m) / (n[:, None] + 1)
-    return (jnp.where(ok[:, None], new_rho, rho),
-            jnp.where(ok, jnp.minimum(n + 1, MEAN_CAP), n)), None
+    running = (rho * n[:, None] + m) / (n[:, None] + 1)
+    moving = (1 - momentum) * rho + momentum * m
+    new = jnp.where((n < mean_below)[:, None], running, moving)
+    return (jnp.where(ok[:, None], new, rho), jnp.where(ok, jnp.minimum(n + 1, MEAN_CAP), n)), None
   return jax.lax.scan(one_image, (centroids, counts), (means, valid))[0]
 
 

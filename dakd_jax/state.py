@@ -65,7 +65,8 @@ def create_train_state(network_variables, player_variables, network_tx, player_t
   """Assembles a step-0 `TrainState`; pure, so it can run under `jax.jit` with shardings.
 
   `player_variables` and `player_txs` are `{name: ...}` dicts with the same keys;
-  `init_method_state(network_variables)` builds the method's state (default `{}`).
+  `init_method_state(network_variables)` builds the method's state (default `{}`; the stage binds
+  `Method.init_state` to its network module).
   """
   return TrainState(
       network=create_model_state(network_variables, network_tx),

@@ -1,6 +1,7 @@
 """DiGA warm-up: losses, EMA teacher, strong augmentation and CrDoMix masks against references,
 and the warm-up stage end to end with exact resume."""
 
+import functools
 import json
 import os
 
@@ -256,7 +257,8 @@ def test_prepare_mixes_the_translated_image_and_averages_the_teacher():
                              atol=1e-6)
   net = Net()
   state = create_train_state(net.init(jax.random.PRNGKey(2), source), {}, optax.sgd(0.1), {},
-                             jax.random.PRNGKey(3), init_method_state=method.init_state)
+                             jax.random.PRNGKey(3),
+                             init_method_state=functools.partial(method.init_state, network=net))
   student = jax.tree.map(lambda p: p + 1.0, state.network.params)
   state = state.replace(step=jnp.int32(1), network=state.network.replace(params=student))
   key = jax.random.PRNGKey(4)

@@ -42,18 +42,18 @@ def test_class_means_and_both_updates_match_the_reference(torch):
       torch.tensor(_nchw(features), dtype=torch.float64), torch.tensor(_nchw(logits)),
       torch.tensor(labels))
   start = np.random.default_rng(1).normal(0, 1, (K, D))
-  for mode in ('moving_average', 'mean'):
+  counts0 = [0.0, 99.0, 2999.0, 5.0]
+  for mode, start_mean, mean_below in (('moving_average', False, 0.0),
+                                       ('mean', False, float('inf')),
+                                       ('moving_average', True, 100.0)):
     bank = R.ClassFeatures(K, D, momentum=0.1)
     bank.vectors[:] = torch.tensor(start)
-    bank.counts[:] = torch.tensor([0.0, 2.0, 2999.0, 5.0])
+    bank.counts[:] = torch.tensor(counts0)
     for k, v in ref_items:
-      bank.update(k, v, mode)
-    if mode == 'moving_average':
-      got = C.ema_update_centroids(jnp.asarray(start, jnp.float32), means, valid, momentum=0.1)
-    else:
-      got, counts = C.mean_update_centroids(jnp.asarray(start, jnp.float32),
-                                            jnp.asarray([0.0, 2.0, 2999.0, 5.0]), means, valid)
-      np.testing.assert_array_equal(counts, bank.counts.numpy())
+      bank.update(k, v, mode, start_mean)
+    got, counts = C.update_centroids(jnp.asarray(start, jnp.float32), jnp.asarray(counts0),
+                                     means, valid, momentum=0.1, mean_below=mean_below)
+    np.testing.assert_array_equal(counts, bank.counts.numpy())
     np.testing.assert_allclose(got, bank.vectors.numpy(), rtol=1e-5, atol=1e-6)
 
 

@@ -36,7 +36,7 @@ class Counting(base.Method):
   def uses_target(self):
     return False
 
-  def init_state(self, network_variables):
+  def init_state(self, network_variables, network):
     return {'count': jnp.zeros((), jnp.int32), 'draw': jnp.zeros(())}
 
   def prepare(self, state, batch, frozen_outputs, key, network):
@@ -59,7 +59,7 @@ def test_method_state_prepare_and_step_keys():
                               player_txs={}, frozen={})
   step = jax.jit(functools.partial(steps.train_step, program=program))
   state0 = create_train_state(variables, {}, tx, {}, jax.random.PRNGKey(2),
-                              init_method_state=method.init_state)
+                              init_method_state=functools.partial(method.init_state, network=net))
   state1, m1 = step(state0, batch, {})
   state2, m2 = step(state1, batch, {})
   assert int(state2.method_state['count']) == 2

@@ -130,9 +130,10 @@ class Method:
     del frozen, batch
     return None
 
-  def init_state(self, network_variables: Any) -> Any:
-    """The method's step-0 state (`TrainState.method_state`), from the network's variables."""
-    del network_variables
+  def init_state(self, network_variables: Any, network: nn.Module) -> Any:
+    """The method's step-0 state (`TrainState.method_state`), from the network's variables and
+    module."""
+    del network_variables, network
     return {}
 
   def prepare(self, state: Any, batch: Mapping[str, jax.Array], frozen_outputs: Any,

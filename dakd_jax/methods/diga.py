@@ -101,8 +101,9 @@ class DiGAWarmUp(base.Method):
     return jax.lax.stop_gradient(
         translator.module.apply(translator.variables, batch['source_image']))
 
-  def init_state(self, network_variables):
+  def init_state(self, network_variables, network):
     """The teacher starts as a copy of the student (official `create_teacher_params`)."""
+    del network
     return {'teacher': {'params': network_variables['params'],
                         'batch_stats': network_variables.get('batch_stats', {})}}
 
@@ -118,20 +119,32 @@ class DiGAWarmUp(base.Method):
     chosen = augment.choose_half_of_classes(mix_key, batch['source_label'], num_classes)
     return augment.mix(augment.class_mask(batch['source_label'], chosen), strong, translated)
 
-  def prepare(self, state, batch, frozen_outputs, key, network):
-    view_key, dropout_key = jax.random.split(key)
+  def averaged_teacher(self, state):
+    """The teacher variables after this step's EMA update (before the step, as official)."""
     teacher = state.method_state['teacher']
     decay = ema_decay(state.step, self.ema_max)
-    teacher = {**teacher, 'params': ema_update(teacher['params'], state.network.params, decay)}
-    images = jnp.concatenate(
-        [batch['source_image'], self.augmented_view(view_key, batch, frozen_outputs, network.num_classes)])
+    return {**teacher, 'params': ema_update(teacher['params'], state.network.params, decay)}
+
+  def teacher_forward(self, teacher, images, network, key):
+    """Raw teacher outputs on `images` (no gradient) and the teacher with its BN statistics."""
     if self.teacher_bn == 'train':
       raw, updates = network.apply(teacher, images, train=True, mutable=['batch_stats'],
-                                   rngs={'dropout': dropout_key})
-      teacher = {**teacher, **updates}
-    else:
-      raw = network.apply(teacher, images, train=False)
-    logits = jax.lax.stop_gradient(base.at_input_size(raw, images.shape[1:3])['main'])
+                                   rngs={'dropout': key})
+      return jax.lax.stop_gradient(raw), {**teacher, **updates}
+    return jax.lax.stop_gradient(network.apply(teacher, images, train=False)), teacher
+
+  def source_views(self, state, batch, translated, key, network):
+    """[x_s; x_cdm], the teacher's raw outputs on them, the updated teacher."""
+    view_key, dropout_key = jax.random.split(key)
+    images = jnp.concatenate([batch['source_image'], self.augmented_view(
+        view_key, batch, translated, network.num_classes)])
+    raw, teacher = self.teacher_forward(self.averaged_teacher(state), images, network,
+                                        dropout_key)
+    return images, raw, teacher
+
+  def prepare(self, state, batch, frozen_outputs, key, network):
+    images, raw, teacher = self.source_views(state, batch, frozen_outputs, key, network)
+    logits = base.at_input_size(raw, images.shape[1:3])['main']
     return {'source': images}, {'teacher': logits}, {'teacher': teacher}
 
   def network_terms(self, outputs, batch, players, frozen_outputs):

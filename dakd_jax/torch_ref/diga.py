@@ -212,9 +212,11 @@ class ClassFeatures:
         out.append((t, (feat[n] * pred[n, t]).sum(dim=(1, 2)) / pred[n, t].sum()))
     return out
 
-  def update(self, class_id, vector, mode):
+  def update(self, class_id, vector, mode, start_mean=False):
     if vector.sum().item() == 0:
       return
+    if start_mean and self.counts[class_id] < 100:
+      mode = 'mean'
     if mode == 'moving_average':
       self.vectors[class_id] = (self.vectors[class_id] * (1 - self.momentum)
                                 + self.momentum * vector)
