@@ -1,5 +1,5 @@
-"""DiGA's warm-up on the synthetic pair at the tiny config's sizes (used by the tests): a
-source-only student and a DiGA warm-up student from the same start, then both evaluated.
+"""DiGA on the synthetic pair at the tiny config's sizes (used by the tests): a source-only
+student, the DiGA warm-up student from the same start, and one self-training round from it.
 
   python -m dakd_jax.main --config configs/diga_tiny.py --workdir /tmp/diga_tiny \
     --config.synthetic.enabled=True
@@ -23,5 +23,11 @@ def get_config():
       'diga_warmup', 'student', row='DiGA warm-up (distil + CrDoMix)', **common,
       translation='colour_stats',
       deviations="translation='colour_stats' stands in for the learned translator")
-  config.pipeline = ('source_only', 'diga_warmup')
+  config.stages.diga_selftrain = config_lib.stage_config(
+      'diga_selftrain', 'student', row='DiGA self-training', **common,
+      init='stage:diga_warmup', frozen={'labeler': 'stage:diga_warmup'},
+      translation='colour_stats', feature_key='main_features',
+      deviations="translation='colour_stats'; DRN's layer8 features stand in for the 256-d head "
+      'features')
+  config.pipeline = ('source_only', 'diga_warmup', 'diga_selftrain')
   return config

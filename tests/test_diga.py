@@ -189,10 +189,11 @@ def test_method_options_are_checked():
 
 
 @pytest.mark.slow
-def test_warmup_stage_runs_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path, monkeypatch):
-  """The warm-up stage trains on the synthetic pair; a run killed after its step-2 checkpoint
-  and resumed ends where an uninterrupted one does: the EMA teacher (which the distillation
-  reads) is restored with the student."""
+def test_warmup_and_selftraining_run_and_resume_exactly(synthetic_root, tfds_dir, tmp_path,
+                                                        monkeypatch):
+  """Warm-up then self-training on the synthetic pair. A run killed in the warm-up after its
+  step-2 checkpoint, resumed, and killed again in self-training, then resumed, ends where an
+  uninterrupted one does: the EMA teacher and the centroid bank come back with the student."""
   from configs import diga_tiny  # pylint: disable=g-import-not-at-top
 
   def config():
@@ -200,33 +201,42 @@ def test_warmup_stage_runs_and_resumes_exactly(synthetic_root, tfds_dir, tmp_pat
     c.roots.gta5 = os.path.join(synthetic_root, 'gta5')
     c.roots.cityscapes = os.path.join(synthetic_root, 'cityscapes')
     c.data_dir = tfds_dir
-    c.pipeline = ('diga_warmup',)
-    c.stages.diga_warmup.num_steps = 4
+    c.pipeline = ('diga_warmup', 'diga_selftrain')
+    c.stages.diga_warmup.num_steps = c.stages.diga_selftrain.num_steps = 4
     return c
 
   straight = str(tmp_path / 'straight')
   results = experiment.run(config(), straight)
-  assert 0 <= results['diga_warmup']['miou'] <= 1
+  assert all(0 <= results[s]['miou'] <= 1 for s in ('diga_warmup', 'diga_selftrain'))
   real_annotation = jax.profiler.StepTraceAnnotation
 
-  def killed_at_step_three(name, step_num):
-    if step_num == 3:
-      raise KeyboardInterrupt('simulated kill')
-    return real_annotation(name, step_num=step_num)
+  def kill_at_step_three(occurrence):
+    seen = []
+
+    def annotation(name, step_num):
+      seen.extend([step_num] if step_num == 3 else [])
+      if len(seen) == occurrence and step_num == 3:
+        raise KeyboardInterrupt('simulated kill')
+      return real_annotation(name, step_num=step_num)
+    return annotation
 
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_three)
-  with pytest.raises(KeyboardInterrupt):
-    experiment.run(config(), resumed)
+  for occurrence in (1, 2):  # Step 3 of the warm-up, then (after it resumed) of self-training.
+    monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', kill_at_step_three(occurrence))
+    with pytest.raises(KeyboardInterrupt):
+      experiment.run(config(), resumed)
+  assert stages_lib.is_complete(stages_lib.stage_dir(resumed, 'diga_warmup'))
+  assert not stages_lib.is_complete(stages_lib.stage_dir(resumed, 'diga_selftrain'))
   monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
   experiment.run(config(), resumed)
-  a, b = (networks_lib.load_network(stages_lib.export_dir(w, 'diga_warmup'))[1]
-          for w in (straight, resumed))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
-  with open(os.path.join(straight, 'diga_warmup', 'metrics.jsonl')) as f:
+  for stage in ('diga_warmup', 'diga_selftrain'):
+    a, b = (networks_lib.load_network(stages_lib.export_dir(w, stage))[1]
+            for w in (straight, resumed))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
+  with open(os.path.join(straight, 'diga_selftrain', 'metrics.jsonl')) as f:
     logged = [json.loads(line) for line in f]
-  assert {'loss/src/seg', 'loss/src/distil'} <= set(logged[-1])
+  assert {'loss/src/seg', 'loss/src/distil', 'loss/tgt/mix_seg'} <= set(logged[-1])
 
 
 def test_prepare_mixes_the_translated_image_and_averages_the_teacher():
@@ -284,3 +294,55 @@ def test_diga_normalization_is_caffe_over_128():
   diga_input = transforms.normalize(image, 'diga')
   np.testing.assert_allclose(diga_input, transforms.normalize(image, 'caffe') / 128.0)
   np.testing.assert_array_equal(transforms.denormalize(diga_input, 'diga'), image)
+
+
+@pytest.mark.slow
+def test_selftraining_prepare_labels_mixes_and_moves_the_centroids():
+  """One self-training `prepare`: consensus of the labeler and the (zero) centroids, ClassMix
+  of source classes into the augmented target with their labels, centroid bank updated."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from dakd_jax import centroids  # pylint: disable=g-import-not-at-top
+  from dakd_jax.state import create_train_state  # pylint: disable=g-import-not-at-top
+
+  class FeatNet(nn.Module):
+    num_classes: int = 3
+    return_features: bool = False
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      f = nn.Conv(4, (1, 1), name='feat')(x)
+      out = {'main': nn.Conv(self.num_classes, (1, 1), name='cls')(f)}
+      return {**out, 'features': f} if self.return_features else out
+
+  method = methods.create('diga_selftrain', {'translation': 'colour_stats'})
+  assert method.frozen == ('labeler',) and method.uses_target and method.lambda_distil == 0.25
+  net = FeatNet()
+  source = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  target = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  labels = jnp.asarray(np.tile(np.arange(4, dtype=np.int32) % 3, (2, 8, 2)))
+  batch = {'source_image': source, 'source_label': labels, 'target_image': target}
+  variables = net.init(jax.random.PRNGKey(2), source)
+  labeler = methods.FrozenNetwork(net, net.init(jax.random.PRNGKey(5), source))
+  frozen_outputs = method.frozen_outputs({'labeler': labeler}, batch)
+  offline = frozen_outputs['offline']
+  assert frozen_outputs['translated'] is None and offline.shape == (2, 8, 8)
+  state = create_train_state(variables, {}, optax.sgd(0.1), {}, jax.random.PRNGKey(3),
+                             init_method_state=functools.partial(method.init_state, network=net))
+  assert state.method_state['centroids'].shape == (3, 4)
+  key = jax.random.PRNGKey(4)
+  inputs, context, new_state = jax.jit(method.prepare, static_argnums=4)(
+      state, batch, frozen_outputs, key, net)
+  assert set(inputs) == {'source', 'mix'} and inputs['source'].shape == (4, 8, 8, 3)
+  _, _, mix_key, _ = jax.random.split(key, 4)
+  chosen = jax.jit(augment.choose_half_of_classes, static_argnums=2)(mix_key, labels, 3)
+  mask = np.asarray(augment.class_mask(labels, chosen))
+  consensus = np.where(np.asarray(offline) == 0, offline, 255)  # Zero centroids: all tie, 0.
+  np.testing.assert_array_equal(context['mix_label'], np.where(mask == 1, labels, consensus))
+  np.testing.assert_allclose(np.asarray(inputs['mix'])[mask == 1],
+                             np.asarray(source)[mask == 1], atol=1e-6)
+  counts = np.asarray(new_state['centroid_counts'])
+  assert counts.sum() > 0 and new_state['teacher']['params'].keys() == variables['params'].keys()
+  moved = np.asarray(new_state['centroids'])[counts > 0]
+  assert np.all(np.abs(moved).sum(axis=-1) > 0)
+  assert centroids.MOMENTUM == method.centroid_momentum
