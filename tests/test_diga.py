@@ -346,3 +346,24 @@ def test_selftraining_prepare_labels_mixes_and_moves_the_centroids():
   moved = np.asarray(new_state['centroids'])[counts > 0]
   assert np.all(np.abs(moved).sum(axis=-1) > 0)
   assert centroids.MOMENTUM == method.centroid_momentum
+
+
+def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_path):
+  from configs import diga_gta2cs  # pylint: disable=g-import-not-at-top
+  from dakd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = diga_gta2cs.get_config()
+  config_lib.validate(config)
+  assert config.pipeline == ('warmup', 'selftrain1', 'selftrain2')
+  assert config.normalization == 'diga' and config.networks.diga.arch == 'diga_deeplabv2_r101'
+  for name in config.pipeline:
+    stage = config.stages[name]
+    assert (stage.num_steps, stage.optim.lr, stage.optim.head_lr_mult) == (80_000, 2.5e-4, 10.0)
+    assert stage.source.augment.crop == (512, 896) and stage.source.augment.flip
+  assert config.stages.warmup.options.lambda_distil == 0.5
+  assert config.stages.selftrain2.options.lambda_distil == 0.25
+  assert config.stages.selftrain2.frozen.labeler == 'stage:selftrain1'
+  with pytest.raises(Exception, match=r'stages\.warmup\.frozen\.translator: expected a variables '
+                     'directory'):
+    stages_lib.plan(config, str(tmp_path))
+  config.translator = str(tmp_path)  # One key points every stage at the converted translator.
+  assert config.stages.selftrain1.frozen.translator == str(tmp_path)
