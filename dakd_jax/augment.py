@@ -9,8 +9,8 @@ with its probability: ColorJitter(brightness 0.4, contrast 0.4, saturation 0.2, 
 RandomGrayscale(p 0.3), GaussianBlur(3x3, sigma 2, p 0.8), RandomSharpness(0.5, p 0.3); the result
 x_aug is blended as `beta * (x_aug - 0.5) / 0.5 + (1 - beta) * x` (beta 0.4). As in the official
 code the ops treat the network input (already normalised) as an image in [0, 1]; the colour ops
-and sharpness clip their results to [0, 1], as kornia's do. Where kornia's exact op is not reproduced it is said: the colour-jitter
-sub-ops run in the fixed order brightness, contrast, saturation, hue (kornia draws a random
+and sharpness clip their results to [0, 1], as kornia's do. Where kornia's exact op is not
+reproduced it is said: the colour-jitter sub-ops run in the fixed order brightness, contrast, saturation, hue (kornia draws a random
 order); brightness is kornia's additive shift, contrast its multiplicative scaling, saturation
 the torchvision blend with the grey image, hue a rotation in YIQ space (kornia rotates H in HSV).
 

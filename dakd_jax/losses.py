@@ -52,7 +52,8 @@ def segmentation_cross_entropy(logits: jax.Array,
     (an all-ignore crop must not turn the step into NaN).
   """
   if average not in ('valid', 'all'):
-    raise ValueError(f"segmentation_cross_entropy: average must be 'valid' or 'all', got {average!r}")
+    raise ValueError(
+        f"segmentation_cross_entropy: average must be 'valid' or 'all', got {average!r}")
   if logits.shape[:-1] != labels.shape:
     raise ValueError(f'segmentation_cross_entropy: logits shape {logits.shape} does not match '
                      f'labels shape {labels.shape}; expected [N, H, W, C] and [N, H, W].')

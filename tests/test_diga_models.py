@@ -124,7 +124,7 @@ def test_translator_two_file_conversion_and_parity_with_torch(torch, tmp_path):
   """enc_s.pth + dec_s2t.pth convert through the CLI; encoder features and translated images
   match the reference (reflect padding, InstanceNorm, nearest upsampling, tanh)."""
   from dakd_jax import networks  # pylint: disable=g-import-not-at-top
-  from dakd_jax.models.diga_translator import TranslatorEncoder  # pylint: disable=g-import-not-at-top
+  from dakd_jax.models import diga_translator  # pylint: disable=g-import-not-at-top
   from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   enc, dec = D.ImgEncoder().eval(), D.ImgDecoder().eval()
@@ -143,8 +143,9 @@ def test_translator_two_file_conversion_and_parity_with_torch(torch, tmp_path):
     features, image = enc(x), dec(enc(x))
   model = models.create_model('diga_translator')
   out = jax.jit(model.apply)(variables, jnp.asarray(_nhwc(x)))
-  encoded = jax.jit(TranslatorEncoder().apply)({'params': variables['params']['encoder']},
-                                                jnp.asarray(_nhwc(x)))
+  encoder = diga_translator.TranslatorEncoder()
+  encoded = jax.jit(encoder.apply)({'params': variables['params']['encoder']},
+                                   jnp.asarray(_nhwc(x)))
   assert out.shape == (2, 32, 48, 3) and encoded.shape == (2, 8, 12, 256)
   assert _rel(encoded, _nhwc(features)) < 1e-4
   assert _rel(out, _nhwc(image)) < 1e-4

@@ -57,7 +57,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   kwargs = {**defaults, **options}
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  if any(f.name == 'num_classes' for f in dataclasses.fields(cls)):  # Not discriminators/translators.
+  # Discriminators and the translator have no classes.
+  if any(f.name == 'num_classes' for f in dataclasses.fields(cls)):
     kwargs['num_classes'] = num_classes
   return cls(**kwargs)
 
