@@ -17,7 +17,8 @@ horizontal flips; loss weights and EMA as `dakd_jax.methods.diga*`.
 Deviations (also in each stage's `deviations`): one input size per stream (official: 1 image at
 720x1280 plus 2 at full resolution per step, concatenated), an isotropic rescale (official: per
 axis), no crop re-draw rule, the whole GTA5 list (official: 18,111 images of train_modified.txt),
-single-scale evaluation of the last checkpoint (official: 2-scale max fusion, best on val).
+the last checkpoint reported (official: best on val; `--config.eval.select=best_oracle
+--config.eval.every=1000` reproduces that, labelled as an oracle).
 """
 
 import ml_collections
@@ -46,6 +47,7 @@ def get_config():
   config.translator = ml_collections.FieldReference('', field_type=str)
   config.eval.dataset = 'cityscapes'
   config.eval.input_size = (1024, 2048)
+  config.eval.scales = (1.0, 0.5)  # 2-scale max fusion at full resolution (evaluate_val.py).
   common = lambda batch_size: dict(
       source=stream('gta5'), target=stream('cityscapes'), batch_size=batch_size,
       num_steps=80_000, optim=config_lib.optim_config(lr=2.5e-4, head_lr_mult=10.0))

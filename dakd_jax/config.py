@@ -142,6 +142,8 @@ def base_config():
   # Labels scored at this (H, W) (nearest resize); None = full resolution (1024x2048 for
   # Cityscapes, AdaptSegNet/ADVENT). DAKD's eval_cs.py scored at (512, 1024).
   config.eval.label_size = ml_collections.FieldReference(None, field_type=tuple)
+  # Input scales whose logits are max-fused (DiGA's evaluation: (1.0, 0.5)).
+  config.eval.scales = (1.0,)
   config.eval.batch_size = 1  # Global; padded up to a multiple of the device count.
   config.eval.num_images = -1  # -1 = the whole split.
   config.eval.save_predictions = True  # Train-id and colour PNGs under <stage>/eval/pred/.
@@ -221,6 +223,8 @@ def validate(config):
              "a positive step interval (eval.select='best_oracle' compares evaluations)",
              config.eval.every)
   check_size('eval.input_size', config.eval.input_size)
+  _require(len(config.eval.scales) > 0 and all(0 < s <= 1 for s in config.eval.scales),
+           'eval.scales', 'a non-empty tuple of scales in (0, 1]', config.eval.scales)
   check_size('eval.label_size', config.eval.label_size, optional=True)
   _require(config.train.prefetch_to_device >= 0, 'train.prefetch_to_device',
            'a non-negative int', config.train.prefetch_to_device)

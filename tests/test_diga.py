@@ -359,6 +359,7 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
     stage = config.stages[name]
     assert (stage.num_steps, stage.optim.lr, stage.optim.head_lr_mult) == (80_000, 2.5e-4, 10.0)
     assert stage.source.augment.crop == (512, 896) and stage.source.augment.flip
+  assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
   assert config.stages.warmup.options.lambda_distil == 0.5
   assert config.stages.selftrain2.options.lambda_distil == 0.25
   assert config.stages.selftrain2.frozen.labeler == 'stage:selftrain1'
@@ -367,3 +368,25 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
     stages_lib.plan(config, str(tmp_path))
   config.translator = str(tmp_path)  # One key points every stage at the converted translator.
   assert config.stages.selftrain1.frozen.translator == str(tmp_path)
+
+
+def test_two_scale_evaluation_is_the_max_fusion_of_both_scales():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from dakd_jax import centroids  # pylint: disable=g-import-not-at-top
+  from dakd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from dakd_jax.models.layers import resize_align_corners  # pylint: disable=g-import-not-at-top
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return {'main': nn.Conv(3, (3, 3), strides=(2, 2))(x)}
+
+  net = Net()
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 13, 3))
+  variables = net.init(jax.random.PRNGKey(1), images)
+  fused = jax.jit(evaluate.main_logits, static_argnums=(0, 3, 4))(
+      net, variables, images, (18, 26), (1.0, 0.5))
+  half = resize_align_corners(images, (5, 7))
+  expected = centroids.two_scale_max_fusion(net.apply(variables, images)['main'],
+                                            net.apply(variables, half)['main'], (18, 26))
+  np.testing.assert_allclose(fused, expected, atol=1e-6)
