@@ -12,11 +12,12 @@ with CrDoMix, then two rounds of self-training, each round's labeler the previou
 and `weights/diga_init` from a DiGA SegModel state dict (`--model diga_deeplabv2_r101`).
 
 Official settings kept: SGD 2.5e-4 with the head at x10, momentum 0.9, weight decay 5e-4, poly 0.9,
-80,000 steps per stage; inputs Caffe-normalised / 128; random rescale in [0.7, 1], 512x896 crops,
-horizontal flips; loss weights and EMA as `dakd_jax.methods.diga*`.
+80,000 steps per stage; inputs Caffe-normalised / 128; random rescale in [0.7, 1] per axis,
+512x896 crops (source crops redrawn up to 5 times when uninformative), horizontal flips; loss
+weights and EMA as `dakd_jax.methods.diga*`; 2-scale max-fusion evaluation at 1024x2048.
 Deviations (also in each stage's `deviations`): one input size per stream (official: 1 image at
-720x1280 plus 2 at full resolution per step, concatenated), an isotropic rescale (official: per
-axis), no crop re-draw rule, the whole GTA5 list (official: 18,111 images of train_modified.txt),
+720x1280 plus 2 at full resolution per step, concatenated), the whole GTA5 list (official: 18,111
+images of train_modified.txt),
 the last checkpoint reported (official: best on val; `--config.eval.select=best_oracle
 --config.eval.every=1000` reproduces that, labelled as an oracle).
 """
@@ -27,15 +28,16 @@ from dakd_jax import config as config_lib
 
 SIZE = (720, 1280)  # Streams resized to this before the random rescale and the crop.
 CROP = (512, 896)
-DEVIATIONS = ('one size per stream (official: 1 + 2 images at two sizes); isotropic rescale; '
-              'no crop re-draw; full GTA5 list')
+DEVIATIONS = 'one size per stream (official: 1 + 2 images at two sizes); full GTA5 list'
 
 
 def stream(dataset):
   cfg = config_lib.stream_config(dataset, SIZE)
   cfg.augment.random_scale = (0.7, 1.0)
+  cfg.augment.per_axis_scale = True
   cfg.augment.crop = CROP
   cfg.augment.flip = True
+  cfg.augment.crop_redraws = 5 if dataset == 'gta5' else 0  # Only the source loader redraws.
   return cfg
 
 

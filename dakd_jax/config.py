@@ -50,6 +50,8 @@ def stream_config(dataset, size, split='train'):
   cfg.augment.random_scale = ml_collections.FieldReference(None, field_type=tuple)  # (lo, hi).
   cfg.augment.crop = ml_collections.FieldReference(None, field_type=tuple)  # (H, W) crop.
   cfg.augment.flip = False  # Random horizontal flip (the official scripts use none).
+  cfg.augment.per_axis_scale = False  # One rescale factor per axis (DiGA).
+  cfg.augment.crop_redraws = 0  # Redraws of uninformative crops (DiGA's source loader: 5).
   return cfg
 
 

@@ -359,6 +359,8 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
     stage = config.stages[name]
     assert (stage.num_steps, stage.optim.lr, stage.optim.head_lr_mult) == (80_000, 2.5e-4, 10.0)
     assert stage.source.augment.crop == (512, 896) and stage.source.augment.flip
+    assert stage.source.augment.per_axis_scale and stage.source.augment.crop_redraws == 5
+    assert stage.target.augment.crop_redraws == 0
   assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
   assert config.stages.warmup.options.lambda_distil == 0.5
   assert config.stages.selftrain2.options.lambda_distil == 0.25
@@ -390,3 +392,28 @@ def test_two_scale_evaluation_is_the_max_fusion_of_both_scales():
   expected = centroids.two_scale_max_fusion(net.apply(variables, images)['main'],
                                             net.apply(variables, half)['main'], (18, 26))
   np.testing.assert_allclose(fused, expected, atol=1e-6)
+
+
+def test_per_axis_rescale_and_crop_redraw_rule():
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from dakd_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  element = {'image': Image.new('RGB', (100, 100)), 'label': Image.new('L', (100, 100))}
+  sizes = {transforms.RandomScale((0.7, 1.0), per_axis=True).random_map(
+      element, np.random.default_rng(seed))['image'].size for seed in range(20)}
+  assert any(w != h for w, h in sizes) and all(70 <= s <= 100 for wh in sizes for s in wh)
+  assert all(w == h for w, h in (transforms.RandomScale((0.7, 1.0)).random_map(
+      element, np.random.default_rng(s))['image'].size for s in range(5)))
+  three = np.repeat(np.array([0, 1, 2, 3], np.int32), 25)[None].repeat(4, 0)
+  assert transforms.informative_crop(three)
+  assert transforms.informative_crop(np.where(three < 2, 0, 1))  # Two values, no 255.
+  assert not transforms.informative_crop(np.where(three < 2, 0, 255))
+  assert not transforms.informative_crop(np.zeros((4, 100), np.int32))
+  # Left half all road: an informative 10-wide crop exists only on the right.
+  label = np.zeros((10, 40), np.int32)
+  label[:, 30:] = np.arange(10)[None] % 3
+  image = np.zeros((10, 40, 3), np.float32)
+  crops = [transforms.RandomCropFlip((10, 10), False, redraws).random_map(
+      {'image': image, 'label': label}, np.random.default_rng(seed))['label']
+           for redraws in (0, 50) for seed in range(10)]
+  assert not all(transforms.informative_crop(c) for c in crops[:10])
+  assert all(transforms.informative_crop(c) for c in crops[10:])

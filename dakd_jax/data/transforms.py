@@ -128,13 +128,16 @@ def _wh(size: tuple[int, int]) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class RandomScale(grain.transforms.RandomMap):
-  """Rescales image and label by a factor drawn uniformly from `scale_range` = (lo, hi)."""
+  """Rescales image and label by a factor drawn uniformly from `scale_range` = (lo, hi); with
+  `per_axis` one factor for the width and another for the height (DiGA)."""
   scale_range: tuple[float, float]
+  per_axis: bool = False
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    s = rng.uniform(*self.scale_range)
+    sw = rng.uniform(*self.scale_range)
+    sh = rng.uniform(*self.scale_range) if self.per_axis else sw
     w, h = element['image'].size
-    wh = (max(1, round(w * s)), max(1, round(h * s)))
+    wh = (max(1, round(w * sw)), max(1, round(h * sh)))
     return dict(element, image=element['image'].resize(wh, Image.BICUBIC),
                 label=element['label'].resize(wh, Image.NEAREST))
 
@@ -154,15 +157,25 @@ class ToArrays(grain.transforms.Map):
     return out
 
 
+def informative_crop(label: np.ndarray) -> bool:
+  """DiGA's crop test: at least 3 label values each cover > 2% of the crop, or exactly 2 do and
+  the ignore value is not one of them."""
+  values, counts = np.unique(label, return_counts=True)
+  major = values[counts > 0.02 * label.size]
+  return len(major) >= 3 or (len(major) == 2 and labels.IGNORE_LABEL not in major)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomCropFlip(grain.transforms.RandomMap):
   """Random crop to `crop` = (H, W) (or None) and random horizontal flip (p = 0.5) on arrays.
 
   Inputs smaller than the crop are padded at the bottom/right: the image with 0 (the mean colour
-  after normalisation), the label with 255 (ignore).
+  after normalisation), the label with 255 (ignore). With `redraws` > 0 a crop failing
+  `informative_crop` is drawn again, at most `redraws` more times (DiGA's source loader: 5).
   """
   crop: tuple[int, int] | None
   flip: bool
+  redraws: int = 0
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     image, label = element['image'], element['label']
@@ -172,8 +185,11 @@ class RandomCropFlip(grain.transforms.RandomMap):
       if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
         label = np.pad(label, ((0, ph), (0, pw)), constant_values=labels.IGNORE_LABEL)
-      y = rng.integers(0, image.shape[0] - ch + 1)
-      x = rng.integers(0, image.shape[1] - cw + 1)
+      for attempt in range(self.redraws + 1):
+        y = rng.integers(0, image.shape[0] - ch + 1)
+        x = rng.integers(0, image.shape[1] - cw + 1)
+        if attempt == self.redraws or informative_crop(label[y:y + ch, x:x + cw]):
+          break
       image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
     if self.flip and rng.random() < 0.5:
       image, label = image[:, ::-1], label[:, ::-1]
