@@ -239,6 +239,7 @@ def test_warmup_and_selftraining_run_and_resume_exactly(synthetic_root, tfds_dir
   assert {'loss/src/seg', 'loss/src/distil', 'loss/tgt/mix_seg'} <= set(logged[-1])
 
 
+@pytest.mark.slow
 def test_prepare_mixes_the_translated_image_and_averages_the_teacher():
   """Step 1 of a run: the teacher becomes (teacher + student) / 2; x_cdm is the strong view on
   the chosen classes (and 255) and the translator's image elsewhere; both views are forwarded."""
