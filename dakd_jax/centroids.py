@@ -1,6 +1,6 @@
 """DiGA's self-training pieces as pure functions (method.md §6.2): class centroids of the 256-d
-features, their initialisation and EMA update, the bilateral consensus labels, and 2-scale max
-fusion of logits (offline pseudo-labels and evaluation).
+features, their initialisation and EMA update, and the bilateral consensus labels. (The 2-scale
+max fusion of the pseudo-labels and the evaluation is `evaluate.main_logits(scales=...)`.)
 
 Shapes: features [N, h, w, D] (stride 8), logits [N, h, w, C] or [N, H, W, C], labels [N, H, W]
 int32 with 255 = ignore, centroids [C, D].
@@ -83,10 +83,3 @@ def centroid_labels(features: jax.Array, centroids: jax.Array, size) -> jax.Arra
 def consensus_labels(offline: jax.Array, feature_labels: jax.Array) -> jax.Array:
   """Bilateral consensus: the offline pseudo-label where the centroid label agrees, else 255."""
   return jnp.where(offline == feature_labels, offline, IGNORE_LABEL).astype(jnp.int32)
-
-
-def two_scale_max_fusion(logits_full: jax.Array, logits_half: jax.Array, size) -> jax.Array:
-  """Element-wise max of the logits of the full- and half-resolution inputs, both upsampled
-  (align corners) to `size`: [N, H, W, C] (DiGA's pseudo-labels and evaluation)."""
-  return jnp.maximum(resize_align_corners(logits_full.astype(jnp.float32), size),
-                     resize_align_corners(logits_half.astype(jnp.float32), size))

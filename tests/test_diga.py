@@ -373,28 +373,6 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
   assert config.stages.selftrain1.frozen.translator == str(tmp_path)
 
 
-def test_two_scale_evaluation_is_the_max_fusion_of_both_scales():
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from dakd_jax import centroids  # pylint: disable=g-import-not-at-top
-  from dakd_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from dakd_jax.models.layers import resize_align_corners  # pylint: disable=g-import-not-at-top
-
-  class Net(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=False):
-      return {'main': nn.Conv(3, (3, 3), strides=(2, 2))(x)}
-
-  net = Net()
-  images = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 13, 3))
-  variables = net.init(jax.random.PRNGKey(1), images)
-  fused = jax.jit(evaluate.main_logits, static_argnums=(0, 3, 4))(
-      net, variables, images, (18, 26), (1.0, 0.5))
-  half = resize_align_corners(images, (5, 7))
-  expected = centroids.two_scale_max_fusion(net.apply(variables, images)['main'],
-                                            net.apply(variables, half)['main'], (18, 26))
-  np.testing.assert_allclose(fused, expected, atol=1e-6)
-
-
 def test_per_axis_rescale_and_crop_redraw_rule():
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from dakd_jax.data import transforms  # pylint: disable=g-import-not-at-top

@@ -1,5 +1,5 @@
 """DiGA's self-training pieces against the official-style PyTorch centroid bank: class means,
-running-mean initialisation, EMA update, centroid labels and consensus, 2-scale max fusion."""
+running-mean initialisation, EMA update, centroid labels and consensus; 2-scale max fusion."""
 
 import jax
 import jax.numpy as jnp
@@ -79,10 +79,28 @@ def test_nearest_label_resize_and_two_scale_fusion_match_torch(torch):
   ref = torch.nn.functional.interpolate(torch.tensor(labels[:, None]).float(), size=(9, 15),
                                         mode='nearest')[:, 0].long().numpy()
   np.testing.assert_array_equal(C.nearest_resize_labels(jnp.asarray(labels), (9, 15)), ref)
-  full = np.random.default_rng(6).normal(0, 1, (1, 9, 15, 3)).astype(np.float32)
-  half = np.random.default_rng(7).normal(0, 1, (1, 5, 8, 3)).astype(np.float32)
-  up = lambda x: torch.nn.functional.interpolate(torch.tensor(_nchw(x)), size=(65, 113),
-                                                 mode='bilinear', align_corners=True)
-  expected = torch.maximum(up(full), up(half)).numpy().transpose(0, 2, 3, 1)
-  fused = jax.jit(C.two_scale_max_fusion, static_argnums=2)(full, half, (65, 113))
+  # 2-scale max fusion (DiGA's pseudo-labels and evaluation) against torch.
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from dakd_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return {'main': nn.Conv(3, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))(x)}
+
+  net = Net()
+  images = np.random.default_rng(6).normal(0, 1, (1, 9, 15, 3)).astype(np.float32)
+  variables = net.init(jax.random.PRNGKey(0), images)
+  conv = torch.nn.Conv2d(3, 3, 3, 2, 1)
+  with torch.no_grad():
+    conv.weight.copy_(torch.tensor(np.asarray(variables['params']['Conv_0']['kernel'])
+                                   .transpose(3, 2, 0, 1)))
+    conv.bias.copy_(torch.tensor(np.asarray(variables['params']['Conv_0']['bias'])))
+    x = torch.tensor(_nchw(images))
+    half = torch.nn.functional.interpolate(x, size=(5, 8), mode='bilinear', align_corners=True)
+    up = lambda y: torch.nn.functional.interpolate(y, size=(65, 113), mode='bilinear',
+                                                   align_corners=True)
+    expected = torch.maximum(up(conv(x)), up(conv(half))).numpy().transpose(0, 2, 3, 1)
+  fused = jax.jit(evaluate.main_logits, static_argnums=(0, 3, 4))(
+      net, variables, images, (65, 113), (1.0, 0.5))
   np.testing.assert_allclose(fused, expected, atol=1e-5)

@@ -22,7 +22,6 @@ first 100 vectors per class (the official run loads centroids computed beforehan
 
 import dataclasses
 import functools
-import math
 from typing import ClassVar
 
 import jax
@@ -30,21 +29,13 @@ import jax.numpy as jnp
 
 from dakd_jax import augment
 from dakd_jax import centroids
+from dakd_jax import evaluate
 from dakd_jax import losses
 from dakd_jax.methods import base
 from dakd_jax.methods import diga
-from dakd_jax.models.layers import resize_align_corners
 
 START_MEAN_COUNT = 100  # Official `start_mean`: running mean while a class has < 100 vectors.
-
-
-def pseudo_labels(apply_fn, images: jax.Array) -> jax.Array:
-  """Argmax [N, H, W] of the 2-scale max fusion of `apply_fn(images)['main']` and of the same at
-  half resolution (align-corners resize), both upsampled to the images' size."""
-  size = images.shape[1:3]
-  half = resize_align_corners(images, tuple(math.ceil(s / 2) for s in size))
-  fused = centroids.two_scale_max_fusion(apply_fn(images)['main'], apply_fn(half)['main'], size)
-  return jnp.argmax(fused, axis=-1).astype(jnp.int32)
+FUSION_SCALES = (1.0, 0.5)  # The labeler's pseudo-labels: 2-scale max fusion, as evaluation.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +76,11 @@ class DiGASelfTraining(diga.DiGAWarmUp):
 
   def frozen_outputs(self, frozen, batch):
     """The translator's image (if used) and the labeler's pseudo-labels of the target batch."""
-    labeler = frozen['labeler']
-    apply_fn = functools.partial(labeler.module.apply, labeler.variables, train=False)
+    labeler, images = frozen['labeler'], batch['target_image']
+    fused = evaluate.main_logits(labeler.module, labeler.variables, images, images.shape[1:3],
+                                 scales=FUSION_SCALES)
     return {'translated': super().frozen_outputs(frozen, batch),
-            'offline': jax.lax.stop_gradient(pseudo_labels(apply_fn, batch['target_image']))}
+            'offline': jax.lax.stop_gradient(jnp.argmax(fused, axis=-1).astype(jnp.int32))}
 
   def prepare(self, state, batch, frozen_outputs, key, network):
     source_key, target_key, mix_key, aug_key = jax.random.split(key, 4)

@@ -1,7 +1,7 @@
 """PyTorch references of DiGA's networks, written from method.md §6.1 with the official key names.
 
 - `SegModel`: `layer0` (= Sequential(conv1, bn1, ReLU, ceil-mode max-pool)), `layer1..4`
-  (the DeepLab-v2 ResNet-101 bottlenecks of `models.Bottleneck`), `final` (the ProDA head:
+  (the DeepLab-v2 ResNet-101 stages of `models.add_resnet101_stages`), `final` (the ProDA head:
   `conv2d_list.{0..4}` = Sequential(conv, GroupNorm, ReLU), `bottleneck` = Sequential(SE with
   `se.0`/`se.2` Linear layers, 3x3 conv, GroupNorm), `head` = Sequential(Dropout2d, 1x1 conv)).
   `forward` returns (layer2 output, layer4 output, logits, feat), as the official model.
@@ -14,7 +14,7 @@ Layouts are NCHW.
 import torch
 from torch import nn
 
-from dakd_jax.torch_ref.models import Bottleneck
+from dakd_jax.torch_ref.models import add_resnet101_stages
 
 
 class SEBlock(nn.Module):
@@ -56,13 +56,7 @@ class SegModel(nn.Module):
     super().__init__()
     self.layer0 = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
                                 nn.ReLU(), nn.MaxPool2d(3, 2, 1, ceil_mode=True))
-    in_ch = 64
-    for i, (planes, blocks, stride, dilation) in enumerate(
-        ((64, 3, 1, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))):
-      stage = [Bottleneck(in_ch if j == 0 else planes * 4, planes, stride if j == 0 else 1,
-                          dilation, project=j == 0) for j in range(blocks)]
-      setattr(self, f'layer{i + 1}', nn.Sequential(*stage))
-      in_ch = planes * 4
+    add_resnet101_stages(self)
     self.final = ProDAHead(2048, num_classes, dropout_rate)
 
   def forward(self, x):
