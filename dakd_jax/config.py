@@ -20,7 +20,7 @@ from dakd_jax.data.builders import BUILDERS
 
 MODES = ('train', 'eval')
 DTYPES = ('float32', 'bfloat16', 'float16')
-NORMALIZATIONS = ('caffe', 'imagenet')
+NORMALIZATIONS = ('caffe', 'diga', 'imagenet')
 BN_SYNC = ('global', 'per_device')
 EVAL_SELECT = ('last', 'best_oracle')
 STAGE_REF = 'stage:'  # `init`, `frozen.*` and `players` inputs taken from another stage.
@@ -50,6 +50,8 @@ def stream_config(dataset, size, split='train'):
   cfg.augment.random_scale = ml_collections.FieldReference(None, field_type=tuple)  # (lo, hi).
   cfg.augment.crop = ml_collections.FieldReference(None, field_type=tuple)  # (H, W) crop.
   cfg.augment.flip = False  # Random horizontal flip (the official scripts use none).
+  cfg.augment.per_axis_scale = False  # One rescale factor per axis (DiGA).
+  cfg.augment.crop_redraws = 0  # Redraws of uninformative crops (DiGA's source loader: 5).
   return cfg
 
 
@@ -118,7 +120,8 @@ def base_config():
   config.networks = ml_collections.ConfigDict()  # name -> network_config(...).
   config.seed = 0  # Seeds initialisation and data order.
   config.num_classes = 19  # Cityscapes train classes.
-  config.normalization = 'caffe'  # Network input: 'caffe' (BGR minus mean, 0-255) | 'imagenet'.
+  # Network input: 'caffe' (BGR minus mean, 0-255) | 'diga' (the same / 128) | 'imagenet'.
+  config.normalization = 'caffe'
 
   # The official extracted dataset folders (datasets/<name>/README.md), by dataset name.
   config.roots = ml_collections.ConfigDict({name: '' for name in BUILDERS})
@@ -149,6 +152,8 @@ def base_config():
   # Labels scored at this (H, W) (nearest resize); None = full resolution (1024x2048 for
   # Cityscapes, AdaptSegNet/ADVENT). DAKD's eval_cs.py scored at (512, 1024).
   config.eval.label_size = ml_collections.FieldReference(None, field_type=tuple)
+  # Input scales whose logits are max-fused (DiGA's evaluation: (1.0, 0.5)).
+  config.eval.scales = (1.0,)
   config.eval.batch_size = 1  # Global; padded up to a multiple of the device count.
   config.eval.num_images = -1  # -1 = the whole split.
   config.eval.save_predictions = True  # Train-id and colour PNGs under <stage>/eval/pred/.
@@ -233,6 +238,8 @@ def validate(config):
              "a positive step interval (eval.select='best_oracle' compares evaluations)",
              config.eval.every)
   check_size('eval.input_size', config.eval.input_size)
+  _require(len(config.eval.scales) > 0 and all(0 < s <= 1 for s in config.eval.scales),
+           'eval.scales', 'a non-empty tuple of scales in (0, 1]', config.eval.scales)
   check_size('eval.label_size', config.eval.label_size, optional=True)
   _require(config.train.prefetch_to_device >= 0, 'train.prefetch_to_device',
            'a non-negative int', config.train.prefetch_to_device)

@@ -14,6 +14,7 @@ accumulated on device. With an output directory, written to `<out_dir>`:
 
 import functools
 import json
+import math
 import os
 
 from absl import logging
@@ -39,7 +40,7 @@ GRID_TILES = ('input', 'label', 'pred')
 GRID_TITLES = ('input', 'ground truth', 'prediction')
 
 
-def main_logits(model, variables, images, size):
+def main_logits(model, variables, images, size, scales=(1.0,)):
   """The main head's logits at `size`: float32 `[N, H, W, C]`.
 
   Args:
@@ -47,30 +48,39 @@ def main_logits(model, variables, images, size):
     variables: its `{'params', 'batch_stats'}` (BatchNorm in inference mode).
     images: float32 `[N, h, w, 3]`, normalised as the network was trained.
     size: (H, W), e.g. the label's or the original image's resolution (may be symbolic).
+    scales: input scales whose logits are fused by an element-wise max (DiGA: (1.0, 0.5)); the
+      images are resized align-corners bilinear to ceil(scale * (h, w)) first.
 
   The network's main logits (output stride 8) are cast to float32 and upsampled align-corners
   bilinear to `size`.
   """
-  outputs = model.apply(variables, images, train=False)
-  return resize_align_corners(outputs['main'].astype(jnp.float32), size)
+  fused = None
+  for scale in scales:
+    scaled = images if scale == 1.0 else resize_align_corners(
+        images, tuple(math.ceil(scale * s) for s in images.shape[1:3]))
+    outputs = model.apply(variables, scaled, train=False)
+    logits = resize_align_corners(outputs['main'].astype(jnp.float32), size)
+    fused = logits if fused is None else jnp.maximum(fused, logits)
+  return fused
 
 
-def predict_classes(model, variables, images, size):
+def predict_classes(model, variables, images, size, scales=(1.0,)):
   """The evaluation's prediction: uint8 train ids `[N, H, W]`, the arg-max over classes of
-  `main_logits(model, variables, images, size)`."""
-  return jnp.argmax(main_logits(model, variables, images, size), axis=-1).astype(jnp.uint8)
+  `main_logits(model, variables, images, size, scales)`."""
+  return jnp.argmax(main_logits(model, variables, images, size, scales),
+                    axis=-1).astype(jnp.uint8)
 
 
-def eval_step(model, num_classes, variables, images, labels):
+def eval_step(model, num_classes, variables, images, labels, scales=(1.0,)):
   """Main-head prediction at label resolution and its confusion matrix (over the global batch)."""
-  pred = predict_classes(model, variables, images, labels.shape[1:3])
+  pred = predict_classes(model, variables, images, labels.shape[1:3], scales)
   return metrics_lib.confusion_matrix(pred, labels, num_classes), pred
 
 
-def jit_eval_step(model, num_classes, mesh):
+def jit_eval_step(model, num_classes, mesh, scales=(1.0,)):
   """`eval_step` jitted over the mesh: variables replicated, images and labels batch-sharded."""
   repl, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(functools.partial(eval_step, model, num_classes),
+  return jax.jit(functools.partial(eval_step, model, num_classes, scales=tuple(scales)),
                  in_shardings=(repl, batch_sharding, batch_sharding),
                  out_shardings=(repl, batch_sharding))
 
@@ -152,10 +162,13 @@ class Evaluator:
     compute_dtype: the networks' compute dtype.
     data_dir: where the TFDS copy is prepared.
     mesh: the ('data',) mesh (default: every device).
+    scales: input scales max-fused by `main_logits` (default single scale).
   """
 
-  def __init__(self, eval_set, *, batch_size, num_classes, compute_dtype, data_dir, mesh=None):
+  def __init__(self, eval_set, *, batch_size, num_classes, compute_dtype, data_dir, mesh=None,
+               scales=(1.0,)):
     self.eval_set, self.num_classes, self.compute_dtype = eval_set, num_classes, compute_dtype
+    self.scales = tuple(scales)
     self.data_dir = data_dir
     self.mesh = mesh or sharding.make_mesh()
     self.local_batch = global_batch_size(batch_size, self.mesh) // jax.process_count()
@@ -165,7 +178,7 @@ class Evaluator:
     key = json.dumps(spec, sort_keys=True)
     if key not in self._steps:
       model = networks_lib.create_segmentation_model(spec, self.compute_dtype)
-      self._steps[key] = jit_eval_step(model, self.num_classes, self.mesh)
+      self._steps[key] = jit_eval_step(model, self.num_classes, self.mesh, self.scales)
     return self._steps[key]
 
   def __call__(self, spec, variables, out_dir=None, *, checkpoint_step=-1,

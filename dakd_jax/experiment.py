@@ -64,7 +64,8 @@ def eval_set(config, dataset=None):
 def make_evaluator(config, dataset=None):
   return evaluate_lib.Evaluator(eval_set(config, dataset), batch_size=config.eval.batch_size,
                                 num_classes=config.num_classes,
-                                compute_dtype=config.compute_dtype, data_dir=config.data_dir)
+                                compute_dtype=config.compute_dtype, data_dir=config.data_dir,
+                                scales=tuple(config.eval.scales))
 
 
 def prepare_inputs(config, workdir):

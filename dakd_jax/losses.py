@@ -35,7 +35,8 @@ def _safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def segmentation_cross_entropy(logits: jax.Array,
                                labels: jax.Array,
-                               ignore_label: int = IGNORE_LABEL) -> jax.Array:
+                               ignore_label: int = IGNORE_LABEL,
+                               average: str = 'valid') -> jax.Array:
   """Pixel cross-entropy averaged over valid pixels (the official ``CrossEntropy2d``).
 
   Args:
@@ -43,11 +44,16 @@ def segmentation_cross_entropy(logits: jax.Array,
     labels: ``[N, H, W]`` integer train ids. Pixels equal to ``ignore_label`` or outside
       ``[0, C)`` are ignored.
     ignore_label: label value to ignore.
+    average: 'valid' divides the summed loss by the valid pixels; 'all' by every pixel with a
+      label >= 0, ignored ones included (DiGA's ``cross_entropy2d``).
 
   Returns:
     Float32 scalar: mean over valid pixels; exactly 0 with zero gradient when no pixel is valid
     (an all-ignore crop must not turn the step into NaN).
   """
+  if average not in ('valid', 'all'):
+    raise ValueError(
+        f"segmentation_cross_entropy: average must be 'valid' or 'all', got {average!r}")
   if logits.shape[:-1] != labels.shape:
     raise ValueError(f'segmentation_cross_entropy: logits shape {logits.shape} does not match '
                      f'labels shape {labels.shape}; expected [N, H, W, C] and [N, H, W].')
@@ -56,8 +62,45 @@ def segmentation_cross_entropy(logits: jax.Array,
   valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
   safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
   nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  counted = (labels >= 0) if average == 'all' else valid
   valid = valid.astype(jnp.float32)
-  return _safe_divide(jnp.sum(valid * nll), jnp.sum(valid))
+  return _safe_divide(jnp.sum(valid * nll), jnp.sum(counted.astype(jnp.float32)))
+
+
+def soft_cross_entropy(student_logits: jax.Array, teacher_probs: jax.Array,
+                       mask: jax.Array | None = None) -> jax.Array:
+  """H(q, p) = -sum_c q_c log p_c per pixel, averaged over every pixel or over `mask`.
+
+  Args:
+    student_logits: ``[N, H, W, C]``.
+    teacher_probs: ``[N, H, W, C]`` target distribution (gradient stopped here).
+    mask: optional ``[N, H, W]`` weights; the mean is then sum(mask * H) / (sum(mask) + 1e-7),
+      as DiGA's label-filtered variant.
+
+  Returns:
+    Float32 scalar.
+  """
+  _check_same_shape('soft_cross_entropy', student_logits, teacher_probs)
+  log_p = jax.nn.log_softmax(_f32(student_logits), axis=-1)
+  per_pixel = -jnp.sum(_f32(jax.lax.stop_gradient(teacher_probs)) * log_p, axis=-1)
+  if mask is None:
+    return jnp.mean(per_pixel)
+  mask = _f32(mask)
+  return jnp.sum(mask * per_pixel) / (jnp.sum(mask) + 1e-7)
+
+
+def symmetric_distillation(student_a: jax.Array, student_b: jax.Array, teacher_a: jax.Array,
+                           teacher_b: jax.Array, alpha: float = 0.5,
+                           mask: jax.Array | None = None) -> jax.Array:
+  """DiGA's cross-view distillation: H(softmax T(a), S(b)) + alpha * H(softmax T(b), S(a)).
+
+  `a` is the clean source view, `b` the augmented (CrDoMix) view; all logits ``[N, H, W, C]``.
+  Each soft cross-entropy is averaged over every pixel (the official `distillation_loss`), or
+  over `mask` (``[N, H, W]``, e.g. the non-ignored pixels: the commented-out variant).
+  """
+  probs = lambda t: jax.nn.softmax(_f32(jax.lax.stop_gradient(t)), axis=-1)
+  return (soft_cross_entropy(student_b, probs(teacher_a), mask)
+          + alpha * soft_cross_entropy(student_a, probs(teacher_b), mask))
 
 
 def adversarial_loss(d_logits: jax.Array, target: float, gan: str = 'bce') -> jax.Array:

@@ -29,9 +29,10 @@ def create_segmentation_model(spec, compute_dtype='float32', remat=False, bn_gro
   `compute_dtype`, `remat` and `bn_groups` are run-time choices, not part of the spec: they change
   none of the variables.
   """
+  accepted = models.model_options(spec['arch'])  # A translator has neither remat nor BN.
+  run_options = {k: v for k, v in (('remat', remat), ('bn_groups', bn_groups)) if k in accepted}
   return models.create_model(spec['arch'], num_classes=spec['num_classes'],
-                             dtype=jnp.dtype(compute_dtype), remat=remat, bn_groups=bn_groups,
-                             **spec['options'])
+                             dtype=jnp.dtype(compute_dtype), **run_options, **spec['options'])
 
 
 def init_variables(model, rng, channels=3, sharding=None):

@@ -170,7 +170,8 @@ def _stream(config, key, cfg):
       skip_unreadable=bool(config.skip_unreadable_images),
       augment=data_pipeline.Augment(
           random_scale=tuple(aug.random_scale) if aug.random_scale else None,
-          crop=tuple(aug.crop) if aug.crop else None, flip=bool(aug.flip)))
+          crop=tuple(aug.crop) if aug.crop else None, flip=bool(aug.flip),
+          per_axis_scale=bool(aug.per_axis_scale), crop_redraws=int(aug.crop_redraws)))
 
 
 class _Resolver:

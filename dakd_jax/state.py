@@ -49,14 +49,18 @@ class TrainState(flax.struct.PyTreeNode):
     network: the segmentation network being trained (the student when distilling).
     players: `{name: ModelState}` of the method's players (e.g. `disc_aux`, `disc_main`).
     step: int32 scalar, the number of completed updates; drives the poly schedules.
-    rng: uint32 PRNG key, checkpointed with the rest. The methods here draw no randomness;
-      stochastic ones (dropout, on-device augmentation) must use `jax.random.fold_in(rng, step)`
-      so that a resumed run draws what an uninterrupted one would.
+    rng: uint32 PRNG key, checkpointed with the rest. The step draws its randomness (dropout,
+      a method's on-device augmentation) from `jax.random.fold_in(rng, step)`, so that a resumed
+      run draws what an uninterrupted one would.
+    method_state: what the method carries from step to step besides gradients and optimisers
+      (DiGA's EMA teacher), a pytree (`{}` for most methods); `Method.init_state` builds it and
+      `Method.prepare` updates it.
   """
   network: ModelState
   players: dict[str, ModelState]
   step: jax.Array
   rng: jax.Array
+  method_state: Any = flax.struct.field(default_factory=dict)
 
 
 def create_model_state(variables, tx):
@@ -68,14 +72,18 @@ def create_model_state(variables, tx):
                                  if k not in ('params', 'batch_stats')})
 
 
-def create_train_state(network_variables, player_variables, network_tx, player_txs, rng):
+def create_train_state(network_variables, player_variables, network_tx, player_txs, rng,
+                       init_method_state=None):
   """Assembles a step-0 `TrainState`; pure, so it can run under `jax.jit` with shardings.
 
-  `player_variables` and `player_txs` are `{name: ...}` dicts with the same keys.
+  `player_variables` and `player_txs` are `{name: ...}` dicts with the same keys;
+  `init_method_state(network_variables)` builds the method's state (default `{}`; the stage binds
+  `Method.init_state` to its network module).
   """
   return TrainState(
       network=create_model_state(network_variables, network_tx),
       players={name: create_model_state(v, player_txs[name])
                for name, v in player_variables.items()},
       step=jnp.zeros((), jnp.int32),
-      rng=rng)
+      rng=rng,
+      method_state=init_method_state(network_variables) if init_method_state else {})

@@ -7,9 +7,10 @@ from the pre-update weights. This is neither MAGVIT's single-VJP simultaneous ga
 outputs nor an alternating G-then-D step on updated weights: it is the official order.
 
 What is computed is the method's business (`dakd_jax.methods`): the step forwards the network on
-the source batch and, if the method uses it, on the target batch (BatchNorm statistics updated in
-that order, as two torch forwards would), upsamples the logits to the input size, and asks the
-method for the weighted loss terms and the players' losses.
+the images the method's `prepare` names (by default the source batch and, if the method uses it,
+the target batch; BatchNorm statistics updated in that order, as two torch forwards would),
+upsamples the logits to the input size, and asks the method for the weighted loss terms and the
+players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
 
 Shapes: images `[N, H, W, 3]` float32 (normalised), labels `[N, H, W]` int32 (255 = ignore).
 """
@@ -24,8 +25,6 @@ import optax
 from dakd_jax import losses
 from dakd_jax.methods import base
 from dakd_jax.state import TrainState
-
-DOMAINS = ('source', 'target')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +54,12 @@ class StepProgram:
     return base.PlayerCall(self.players[name], variables, name in self.training_players)
 
 
-def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_outputs):
+def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key):
   """The network's loss and its weighted terms.
+
+  `inputs` are the `{name: images}` the network is forwarded on (`Method.prepare`), in order;
+  `context` is what `Method.network_terms` receives besides; forward `i` draws its dropout from
+  `fold_in(key, i)`.
 
   Returns:
     `(total, (terms, new_batch_stats, player_inputs, player_states))`: `terms` maps `'src/…'` /
@@ -68,24 +71,24 @@ def network_loss(params, state: TrainState, program: StepProgram, batch, frozen_
   network = base.with_features(program.network) if method.needs_features else program.network
   batch_stats = state.network.batch_stats
   outputs = {}
-  for i, domain in enumerate(DOMAINS if method.uses_target else DOMAINS[:1]):  # Source first.
-    images = batch[f'{domain}_image']
+  for i, (name, images) in enumerate(inputs.items()):  # Source first, as torch.
     raw, updates = network.apply({'params': params, 'batch_stats': batch_stats}, images,
                                  train=True, mutable=['batch_stats'],
-                                 rngs={'dropout': jax.random.fold_in(step_key(state), i)})
+                                 rngs={'dropout': jax.random.fold_in(key, i)})
     batch_stats = updates['batch_stats']
-    outputs[domain] = base.at_input_size(raw, images.shape[1:3])
+    outputs[name] = base.at_input_size(raw, images.shape[1:3])
   players = {name: program.player_call(name, state.players[name].variables)
              for name in program.players}
-  terms, player_inputs = method.network_terms(outputs, batch, players, frozen_outputs)
+  terms, player_inputs = method.network_terms(outputs, batch, players, context)
   total = sum(terms.values())
   player_states = {name: call.state for name, call in players.items()}
   return total, (terms, batch_stats, jax.lax.stop_gradient((player_inputs, player_states)))
 
 
 def step_key(state: TrainState) -> jax.Array:
-  """This step's PRNG key: a resumed run draws what an uninterrupted one would. The network's
-  forwards fold in their domain index (dropout), methods get `fold_in(key, len(DOMAINS))`."""
+  """This step's PRNG key, so that a resumed run draws what an uninterrupted one would. Folded
+  with 0: `Method.prepare`; with 1: the network's forwards (forward `i` folds `i` for dropout);
+  with 2: `batch['rng']` for the method's terms (e.g. SKD's gradient-penalty mix)."""
   return jax.random.fold_in(state.rng, state.step)
 
 
@@ -102,8 +105,8 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   Args:
     state: replicated `TrainState` (donated by the jitted caller).
     batch: global arrays `{'source_image', 'source_label', 'target_image'}` sharded on the batch
-      axis (the step adds this step's PRNG key as `'rng'`); BatchNorm statistics are over the global batch unless the network was built with
-      per-device statistics groups.
+      axis (the step adds a PRNG key of this step as `'rng'`); BatchNorm statistics are over the
+      global batch unless the network was built with per-device statistics groups.
     frozen_variables: `{name: {'params', 'batch_stats'}}` of the frozen networks (may be empty).
     program: static configuration (bound with `functools.partial` before `jax.jit`).
 
@@ -111,14 +114,17 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
     `(new_state, metrics)`; metrics are device scalars (fetched by the loop only at log steps).
   """
   method = program.method
-  batch = {**batch, 'rng': jax.random.fold_in(step_key(state), len(DOMAINS))}
+  key = step_key(state)
+  batch = {**batch, 'rng': jax.random.fold_in(key, 2)}
   frozen = {name: base.FrozenNetwork(module, frozen_variables[name])
             for name, module in program.frozen.items()}
   frozen_outputs = method.frozen_outputs(frozen, batch)
+  inputs, context, method_state = method.prepare(
+      state, batch, frozen_outputs, jax.random.fold_in(key, 0), program.network)
 
   grad_fn = jax.value_and_grad(network_loss, has_aux=True)
   (total, (terms, batch_stats, (player_inputs, player_states))), grads = grad_fn(
-      state.network.params, state, program, batch, frozen_outputs)
+      state.network.params, state, program, batch, inputs, context, jax.random.fold_in(key, 1))
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
              'grad_norm/network': optax.tree.norm(grads),
              # Fraction of the global batch's source label pixels that are ignored.
@@ -140,7 +146,7 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
     metrics[f'loss/{name}'] = loss
   new_state = state.replace(
       network=_apply_updates(state.network, grads, program.network_tx, batch_stats),
-      players=players, step=state.step + 1)
+      players=players, step=state.step + 1, method_state=method_state)
   if program.learning_rates is not None:
     metrics.update({f'lr/{k}': v for k, v in program.learning_rates(state.step).items()})
   return new_state, metrics

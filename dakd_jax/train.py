@@ -130,7 +130,9 @@ def build_stage(stage, run, variables, mesh=None):
                                        with_discriminators=bool(players)))
   state_rng = jax.random.fold_in(jax.random.PRNGKey(run.seed), 1)
   state = jax.jit(
-      functools.partial(create_train_state, network_tx=network_tx, player_txs=player_txs),
+      functools.partial(create_train_state, network_tx=network_tx, player_txs=player_txs,
+                        init_method_state=functools.partial(stage.method.init_state,
+                                                            network=network)),
       out_shardings=repl)(variables['network'], variables['players'], rng=state_rng)
   step_fn = jax.jit(functools.partial(steps.train_step, program=program),
                     in_shardings=(repl, sharding.batch_sharding(mesh), repl),

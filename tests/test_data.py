@@ -351,7 +351,7 @@ def test_unknown_dataset_and_normalization(tmp_path, gta5, data_dir):
   with pytest.raises(ValueError, match="dataset: expected one of .*got 'kitti'"):
     pipeline.prepare(cfg('kitti', tmp_path), tmp_path / 'tfds')
   c = cfg('gta5', gta5, normalization='bgr')
-  with pytest.raises(ValueError, match="normalization: expected 'caffe' or 'imagenet'"):
+  with pytest.raises(ValueError, match="normalization: expected 'caffe', 'diga' or 'imagenet'"):
     take(pipeline.make_train_dataset(c, global_batch_size=1, seed=0, data_dir=data_dir,
                                      shard_index=0, shard_count=1), 1)
 

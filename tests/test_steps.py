@@ -147,7 +147,10 @@ def test_no_gradient_reaches_the_teacher(teacher_bn):
     frozen_nets = {'teacher': base.FrozenNetwork(b.program.frozen['teacher'],
                                                        frozen['teacher'])}
     teacher = stage.method.frozen_outputs(frozen_nets, batch)
-    return steps.network_loss(b.state.network.params, b.state, b.program, batch, teacher)[0]
+    key = jax.random.PRNGKey(1)
+    inputs, context, _ = stage.method.prepare(b.state, batch, teacher, key, b.program.network)
+    return steps.network_loss(b.state.network.params, b.state, b.program, batch, inputs, context,
+                              key)[0]
 
   grads = jax.jit(jax.grad(total_loss))(b.frozen_variables['teacher']['params'])
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))

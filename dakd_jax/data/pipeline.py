@@ -42,10 +42,15 @@ class Augment:
     random_scale: (lo, hi) factor range of a random rescale, or None.
     crop: (H, W) random crop after rescaling, or None.
     flip: random horizontal flip with probability 0.5.
+    per_axis_scale: draw the rescale factor of each axis separately (DiGA).
+    crop_redraws: redraw uninformative crops up to this many times (DiGA: 5; see
+      `transforms.informative_crop`).
   """
   random_scale: tuple[float, float] | None = None
   crop: tuple[int, int] | None = None
   flip: bool = False
+  per_axis_scale: bool = False
+  crop_redraws: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +215,13 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
   if stream.size:
     ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size)))
   if augment.random_scale:
-    ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale)))
+    ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale),
+                                              bool(augment.per_axis_scale)))
   ds = ds.map(transforms.ToArrays(stream.normalization, cls.LABEL_SPACE, stream.num_classes))
   if augment.crop or augment.flip:
     crop = tuple(augment.crop) if augment.crop else None
-    ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.flip)))
+    ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.flip),
+                                                 int(augment.crop_redraws)))
   ds = ds.to_iter_dataset(_read_options())
   return ds.batch(global_batch_size // shard_count, drop_remainder=True)
 

@@ -29,23 +29,29 @@ IMAGENET_STD_RGB = np.array((0.229, 0.224, 0.225), dtype=np.float32)
 _LABEL_MODES = ('L', 'P')  # 8-bit id maps; GTA5 ships palette ('P') PNGs whose indices are ids
 
 
+DIGA_SCALE = 128.0  # DiGA divides the Caffe-normalised image by 128 (inputs about [-1, 1]).
+_MODES = "'caffe', 'diga' or 'imagenet'"
+
+
 def normalize(image: np.ndarray, mode: str) -> np.ndarray:
-  """uint8 RGB [..., 3] -> float32 [..., 3]: 'caffe' (BGR, 0..255 minus mean) or 'imagenet'."""
-  if mode == 'caffe':
-    return image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+  """uint8 RGB [..., 3] -> float32 [..., 3]: 'caffe' (BGR, 0..255 minus mean), 'diga' (the same
+  divided by 128) or 'imagenet'."""
+  if mode in ('caffe', 'diga'):
+    caffe = image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    return caffe / DIGA_SCALE if mode == 'diga' else caffe
   if mode == 'imagenet':
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
-  raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+  raise ValueError(f'normalization: expected {_MODES}, got {mode!r}')
 
 
 def denormalize(image: np.ndarray, mode: str) -> np.ndarray:
   """Inverse of `normalize` for display: float32 [..., 3] -> uint8 RGB [..., 3] (rounded, clipped)."""
-  if mode == 'caffe':
-    rgb = (image + CAFFE_MEAN_BGR)[..., ::-1]
+  if mode in ('caffe', 'diga'):
+    rgb = (image * (DIGA_SCALE if mode == 'diga' else 1.0) + CAFFE_MEAN_BGR)[..., ::-1]
   elif mode == 'imagenet':
     rgb = (image * IMAGENET_STD_RGB + IMAGENET_MEAN_RGB) * 255.0
   else:
-    raise ValueError(f"normalization: expected 'caffe' or 'imagenet', got {mode!r}")
+    raise ValueError(f'normalization: expected {_MODES}, got {mode!r}')
   return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
@@ -160,13 +166,16 @@ def _wh(size: tuple[int, int]) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class RandomScale(grain.transforms.RandomMap):
-  """Rescales image and label by a factor drawn uniformly from `scale_range` = (lo, hi)."""
+  """Rescales image and label by a factor drawn uniformly from `scale_range` = (lo, hi); with
+  `per_axis` one factor for the width and another for the height (DiGA)."""
   scale_range: tuple[float, float]
+  per_axis: bool = False
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    s = rng.uniform(*self.scale_range)
+    sw = rng.uniform(*self.scale_range)
+    sh = rng.uniform(*self.scale_range) if self.per_axis else sw
     w, h = element['image'].size
-    wh = (max(1, round(w * s)), max(1, round(h * s)))
+    wh = (max(1, round(w * sw)), max(1, round(h * sh)))
     return dict(element, image=element['image'].resize(wh, Image.BICUBIC),
                 label=element['label'].resize(wh, Image.NEAREST))
 
@@ -188,15 +197,25 @@ class ToArrays(grain.transforms.Map):
     return out
 
 
+def informative_crop(label: np.ndarray) -> bool:
+  """DiGA's crop test: at least 3 label values each cover > 2% of the crop, or exactly 2 do and
+  the ignore value is not one of them."""
+  values, counts = np.unique(label, return_counts=True)
+  major = values[counts > 0.02 * label.size]
+  return len(major) >= 3 or (len(major) == 2 and labels.IGNORE_LABEL not in major)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomCropFlip(grain.transforms.RandomMap):
   """Random crop to `crop` = (H, W) (or None) and random horizontal flip (p = 0.5) on arrays.
 
   Inputs smaller than the crop are padded at the bottom/right: the image with 0 (the mean colour
-  after normalisation), the label with 255 (ignore).
+  after normalisation), the label with 255 (ignore). With `redraws` > 0 a crop failing
+  `informative_crop` is drawn again, at most `redraws` more times (DiGA's source loader: 5).
   """
   crop: tuple[int, int] | None
   flip: bool
+  redraws: int = 0
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     image, label = element['image'], element['label']
@@ -206,8 +225,11 @@ class RandomCropFlip(grain.transforms.RandomMap):
       if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
         label = np.pad(label, ((0, ph), (0, pw)), constant_values=labels.IGNORE_LABEL)
-      y = rng.integers(0, image.shape[0] - ch + 1)
-      x = rng.integers(0, image.shape[1] - cw + 1)
+      for attempt in range(self.redraws + 1):
+        y = rng.integers(0, image.shape[0] - ch + 1)
+        x = rng.integers(0, image.shape[1] - cw + 1)
+        if attempt == self.redraws or informative_crop(label[y:y + ch, x:x + cw]):
+          break
       image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
     if self.flip and rng.random() < 0.5:
       image, label = image[:, ::-1], label[:, ::-1]

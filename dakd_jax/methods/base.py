@@ -12,6 +12,8 @@ defaults and the static, hashable description the jitted step is built from. It 
 and computes, inside the one generic step (`dakd_jax.steps.train_step`):
 
 - `frozen_outputs(frozen, batch)`: what the frozen networks contribute (outside the gradient);
+- `prepare(state, batch, frozen_outputs, key, network)`: the images the network is forwarded on
+  and the method's own state carried between steps (`init_state`; DiGA's EMA teacher);
 - `network_terms(outputs, batch, players, frozen_outputs)`: the weighted loss terms of the
   segmentation network, `{'src/…' | 'tgt/…': scalar}` summed into its loss, plus the
   (gradient-stopped) inputs of every player's loss;
@@ -43,8 +45,9 @@ from dakd_jax import losses
 from dakd_jax import models
 from dakd_jax.models.layers import resize_align_corners
 
-FEATURE_KEYS = ('aux_features', 'main_features', 'attentions')
+FEATURE_KEYS = ('aux_features', 'main_features', 'features', 'attentions')
 STRIDE8_KEY = 'stride8'
+DOMAINS = ('source', 'target')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +158,8 @@ class Method:
 
   @property
   def uses_target(self) -> bool:
-    """Whether the network is forwarded on the target batch (BN statistics: source first)."""
+    """Whether the step gets the target batch; the default `prepare` then forwards the network on
+    it after the source batch (BN statistics: source first)."""
     return True
 
   @property
@@ -170,6 +174,33 @@ class Method:
   def frozen_outputs(self, frozen: Mapping[str, FrozenNetwork], batch: Mapping[str, jax.Array]):
     del frozen, batch
     return None
+
+  def init_state(self, network_variables: Any, network: nn.Module) -> Any:
+    """The method's step-0 state (`TrainState.method_state`), from the network's variables and
+    module."""
+    del network_variables, network
+    return {}
+
+  def prepare(self, state: Any, batch: Mapping[str, jax.Array], frozen_outputs: Any,
+              key: jax.Array, network: nn.Module) -> tuple[dict[str, jax.Array], Any, Any]:
+    """What the network is forwarded on, before the gradient is taken.
+
+    Args:
+      state: the pre-update `TrainState` (its `method_state`, network variables and `step`).
+      batch: the step's batch.
+      frozen_outputs: `frozen_outputs(...)`.
+      key: this step's PRNG key (`fold_in(state.rng, state.step)`).
+      network: the trained segmentation module.
+
+    Returns:
+      `(inputs, context, method_state)`: `{name: images}` forwarded in order through the network
+      (BatchNorm statistics updated in that order; `outputs[name]` in `network_terms`), what
+      `network_terms` receives as its last argument, and the new method state. By default the
+      source images, then the target images if `uses_target`; the frozen outputs; the state as is.
+    """
+    del key, network
+    domains = DOMAINS if self.uses_target else DOMAINS[:1]
+    return ({d: batch[f'{d}_image'] for d in domains}, frozen_outputs, state.method_state)
 
   def network_terms(self, outputs: Mapping[str, Mapping[str, jax.Array]],
                     batch: Mapping[str, jax.Array], players: Mapping[str, Callable],

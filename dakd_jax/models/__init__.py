@@ -10,6 +10,8 @@ import jax.numpy as jnp
 
 from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
+from dakd_jax.models.diga import DiGADeepLabV2
+from dakd_jax.models.diga_translator import DiGATranslator
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
 from dakd_jax.models.muhdi import MuHDiDeepLab
@@ -26,10 +28,14 @@ _REGISTRY = {
     'pspnet_r101': (PSPNet, {'arch': 'pspnet_r101'}),
     'pspnet_r18': (PSPNet, {'arch': 'pspnet_r18'}),
     'skd_discriminator': (SKDDiscriminator, {}),
+    'diga_deeplabv2_r101': (DiGADeepLabV2, {}),
+    'diga_translator': (DiGATranslator, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 # Models whose input is a `num_classes`-channel map rather than an image.
 DISCRIMINATORS = ('fc_discriminator', 'skd_discriminator')
+TRANSLATORS = ('diga_translator',)  # Image-to-image networks.
+SEGMENTATION_NETWORKS = tuple(n for n in MODEL_NAMES if n not in DISCRIMINATORS + TRANSLATORS)
 
 # Labels of the segmentation optimiser's parameter groups (`parameter_groups`).
 BODY, HEAD, FROZEN = 'body', 'head', 'frozen'
@@ -49,8 +55,10 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
 
   Names: 'drn_d_22' (aux tap layer6 by default), 'drn_d_38' (aux tap layer7 by default),
   'deeplabv2_r101', 'muhdi_deeplabv2_r101' (agnostic and specialist heads, stage outputs),
-  'pspnet_r101', 'pspnet_r18' (SKD's teacher and student), and the discriminators
-  'fc_discriminator', 'skd_discriminator' (whose input channels are `num_classes`). `dtype` may be
+  'pspnet_r101', 'pspnet_r18' (SKD's teacher and student), 'diga_deeplabv2_r101' (DiGA's
+  ResNet-101 + SE/GroupNorm head), 'diga_translator' (DiGA's image translator, variables under
+  `encoder` and `decoder`), and the discriminators 'fc_discriminator', 'skd_discriminator' (whose
+  input channels are `num_classes`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """
   valid = model_options(name)
@@ -62,7 +70,8 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   kwargs = {**defaults, **options}
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  if name not in DISCRIMINATORS:
+  # Discriminators and the translator have no classes.
+  if any(f.name == 'num_classes' for f in dataclasses.fields(cls)):
     kwargs['num_classes'] = num_classes
   return cls(**kwargs)
 
@@ -116,8 +125,9 @@ def parameter_groups(model: nn.Module, params: Any) -> Any:
 
   The model's own declarations decide: leaves under its class's `HEAD_MODULES` are HEAD
   (AdaptSegNet-style x10 learning rate when the stage asks for it); with its
-  `freeze_bn_affine` option the scale/bias of every normalisation layer (a module owning a
-  `scale` param) are FROZEN (no update, no weight decay, as torch's requires_grad=False).
+  `freeze_bn_affine` option the scale/bias of every normalisation layer of the body (a module
+  owning a `scale` param outside the heads) are FROZEN (no update, no weight decay, as torch's
+  requires_grad=False); the heads' normalisation layers (DiGA's GroupNorm) are trained.
   """
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   norm_modules = {names[:-1] for names in (_path_names(p) for p, _ in leaves)
@@ -127,7 +137,8 @@ def parameter_groups(model: nn.Module, params: Any) -> Any:
 
   def label(path, _):
     names = _path_names(path)
-    if frozen_affine and names[:-1] in norm_modules and names[-1] in ('scale', 'bias'):
+    if (frozen_affine and names[0] not in heads and names[:-1] in norm_modules
+        and names[-1] in ('scale', 'bias')):
       return FROZEN
     return HEAD if names[0] in heads else BODY
 

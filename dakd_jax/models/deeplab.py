@@ -107,6 +107,31 @@ class ASPPHead(nn.Module):
     return sum(branch(x) for branch in branches[:self.live_branches])
 
 
+def resnet101_stages(images: jax.Array, train: bool, *, freeze_bn_affine: bool, bn_groups: int,
+                     dtype: Any, remat: bool) -> list[jax.Array]:
+  """The DeepLab-v2 ResNet-101 body, called inside a compact `__call__` (its modules are the
+  caller's `conv1`, `bn1`, `layer1`..`layer4`).
+
+  Args:
+    images: [N, H, W, 3].
+    train: BatchNorm with batch statistics (updating `batch_stats`) or running statistics.
+
+  Returns:
+    The four stage outputs [N, h_i, w_i, 256 | 512 | 1024 | 2048]; stages 2-4 at stride 8.
+  """
+  norm = functools.partial(layers.BatchNorm, freeze_affine=freeze_bn_affine, groups=bn_groups,
+                           dtype=dtype)
+  x = layers.conv2d(64, 7, stride=2, padding=3, kernel_init=_INIT, dtype=dtype,
+                    name='conv1')(images)
+  x = max_pool_ceil(nn.relu(norm(name='bn1')(x, train)))
+  features = []
+  for i, (planes, blocks, stride, dilation) in enumerate(STAGES):
+    x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=dtype, norm=norm,
+                    remat=remat, name=f'layer{i + 1}')(x, train)
+    features.append(x)
+  return features
+
+
 class DeepLabV2Multi(nn.Module):
   """DeepLab-v2 ResNet-101 with an auxiliary (layer3) and a main (layer4) ASPP head.
 
@@ -142,18 +167,8 @@ class DeepLabV2Multi(nn.Module):
     if self.aspp_branches not in (2, 4):
       raise ValueError(f'{type(self).__name__}: aspp_branches must be 2 or 4, got '
                        f'{self.aspp_branches}')
-    norm = functools.partial(layers.BatchNorm, freeze_affine=self.freeze_bn_affine,
-                             groups=self.bn_groups, dtype=self.dtype)
-    x = layers.conv2d(64, 7, stride=2, padding=3, kernel_init=_INIT, dtype=self.dtype,
-                      name='conv1')(images)
-    x = norm(name='bn1')(x, train)
-    x = max_pool_ceil(nn.relu(x))
-    features = []
-    for i, (planes, blocks, stride, dilation) in enumerate(STAGES):
-      x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=self.dtype,
-                      norm=norm, remat=self.remat, name=f'layer{i + 1}')(x, train)
-      features.append(x)
-    return features
+    return resnet101_stages(images, train, freeze_bn_affine=self.freeze_bn_affine,
+                            bn_groups=self.bn_groups, dtype=self.dtype, remat=self.remat)
 
   def head(self, name: str) -> ASPPHead:
     """An ASPP-v2 head named `name` (call from a compact method)."""

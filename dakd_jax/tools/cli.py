@@ -15,7 +15,7 @@ from dakd_jax import models
 from dakd_jax import networks as networks_lib
 
 # Variables directories hold segmentation networks or discriminators; these tools need the former.
-SEGMENTATION_ARCHS = tuple(n for n in models.MODEL_NAMES if n not in models.DISCRIMINATORS)
+SEGMENTATION_ARCHS = models.SEGMENTATION_NETWORKS
 _MODEL_DIR = ("a variables directory (model.json and variables/, written by a finished stage's "
               "export/ or by python -m dakd_jax.tools.convert)")
 

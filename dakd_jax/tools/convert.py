@@ -19,6 +19,10 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
   bias, weight_u, weight_v}` (the SAGAN spectral-norm wrapper; `torch.nn.utils.spectral_norm`'s
   `l1..l4.0.{weight_orig, bias, weight_u, weight_v}` too), `attn1`/`attn2`, `last.0`. The
   power-iteration vectors go to the `spectral` collection.
+- DiGA's SegModel: `layer0.{0,1}` (stem conv and BN), `layer1..4`, `final` (ProDA head:
+  `conv2d_list.{0..4}.{0,1}`, `bottleneck.0.se.{0,2}`, `bottleneck.{1,2}`, `head.1`).
+- DiGA's translator: two files, `enc_s.pth` and `dec_s2t.pth` (`translator_state_dict` joins
+  them; on the command line `--torch-checkpoint enc_s.pth --decoder-checkpoint dec_s2t.pth`).
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -55,6 +59,15 @@ _PSP_RENAMES = {
 # SKD discriminator: Flax name -> official name.
 _SKD_D_RENAMES = {'preprocess': 'preprocess_additional', 'last': 'last.0', 'kernel': 'weight',
                   'u': 'weight_u', 'v': 'weight_v'}
+# DiGA's SegModel: the stem inside `layer0`, the ProDA head as `final` (official key names).
+_DIGA_TOP = {'conv1': 'layer0.0', 'bn1': 'layer0.1', 'head': 'final'}
+# DiGA's translator: the halves' `model.{i}` entries (decoder: 1 and 3 are parameter-free
+# upsamplings); residual convs `res{i}_conv{j}` sit at `model.{stack}.model.{i}.model.{j}`.
+_TRANSLATOR = {'encoder': {'stem': 'model.0', 'down0': 'model.1', 'down1': 'model.2',
+                           'res': 'model.3'},
+               'decoder': {'res': 'model.0', 'up0': 'model.2', 'up1': 'model.4', 'out': 'model.5'}}
+_DIGA_HEAD = {'se': 'bottleneck.0', 'fc1': 'se.0', 'fc2': 'se.2', 'bottleneck_conv': 'bottleneck.1',
+              'bottleneck_norm': 'bottleneck.2', 'classifier': 'head.1'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
 _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
             'pspnet': ('fc.weight', 'fc.bias')}
@@ -67,10 +80,23 @@ def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
       return f'{path[0]}.0.module.' + ('weight_bar' if path[1] == 'kernel'
                                        else _SKD_D_RENAMES.get(path[1], path[1]))
     return '.'.join(_SKD_D_RENAMES.get(n, _RENAMES.get(n, n)) for n in path)
+  if model_name == 'diga_translator':
+    half, block, conv, leaf = path
+    res = re.fullmatch(r'res(\d+)_conv(\d+)', block)
+    block = (f"{_TRANSLATOR[half]['res']}.model.{res.group(1)}.model.{res.group(2)}" if res
+             else _TRANSLATOR[half][block])
+    return f'{half}.{block}.{conv}.{_RENAMES.get(leaf, leaf)}'
   parts = []
+  diga = model_name == 'diga_deeplabv2_r101'
   for depth, name in enumerate(path):
     stack_child = re.fullmatch(r'(conv|bn)(\d+)', name)
-    if (model_name.startswith('drn') and depth == 1 and path[0] in _DRN_CONV_STACKS and
+    head_branch = re.fullmatch(r'branch(\d+)_(conv|norm)', name)
+    if diga and depth == 0 and name in _DIGA_TOP:
+      parts.append(_DIGA_TOP[name])
+    elif diga and path[0] == 'head' and (name in _DIGA_HEAD or head_branch):
+      parts.append(_DIGA_HEAD[name] if name in _DIGA_HEAD else
+                   f'conv2d_list.{head_branch.group(1)}.{int(head_branch.group(2) == "norm")}')
+    elif (model_name.startswith('drn') and depth == 1 and path[0] in _DRN_CONV_STACKS and
         stack_child):
       # nn.Sequential of [conv, BN, ReLU] repeats: conv i sits at 3i, its BN at 3i + 1.
       parts.append(str(3 * int(stack_child.group(2)) + (stack_child.group(1) == 'bn')))
@@ -178,12 +204,14 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
       continue
     used.add(key)
     value = state[key]
-    expected = (leaf.shape[3], leaf.shape[2], *leaf.shape[:2]) if leaf.ndim == 4 else leaf.shape
+    # Conv kernels OIHW -> HWIO, Linear weights [out, in] -> Dense kernels [in, out].
+    order = {4: (2, 3, 1, 0), 2: (1, 0)}.get(leaf.ndim)
+    expected = tuple(leaf.shape[order.index(i)] for i in range(leaf.ndim)) if order else leaf.shape
     if value.shape != tuple(expected):
       misshaped.append(f'{key}: got {tuple(value.shape)}, expected {tuple(expected)}')
       continue
-    if value.ndim == 4:
-      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
+    if order:
+      value = value.transpose(order)
     # np.array copies: torch's .numpy() shares memory, and torch updates BN stats in place.
     flat[(collection,) + var_path] = np.array(value, np.float32)
   dropped = set(_DROPPED.get(family, ()))
@@ -199,6 +227,14 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     for leaf_name, value in _fresh_head(num_classes, in_features, seed, index).items():
       flat[('params', head, leaf_name)] = value
   return _unflatten(flat)
+
+
+def translator_state_dict(encoder_state: Any, decoder_state: Any) -> Dict[str, np.ndarray]:
+  """DiGA's two translator files (`enc_s.pth`, `dec_s2t.pth`) as one state_dict whose keys carry
+  an `encoder.` / `decoder.` prefix: the input `torch_to_flax(..., 'diga_translator')` takes."""
+  return {f'{half}.{k}': v for half, state in (('encoder', encoder_state),
+                                                 ('decoder', decoder_state))
+          for k, v in _normalise_state_dict(state).items()}
 
 
 def _unflatten(flat: Mapping[Tuple[str, ...], np.ndarray]) -> Dict[str, Any]:
@@ -247,6 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--aspp-branches', type=int, choices=(2, 4), help='DeepLab ASPP branches')
   parser.add_argument('--ndf', type=int, help='FCDiscriminator width')
   parser.add_argument('--conv-dim', type=int, help='SKD discriminator width')
+  parser.add_argument('--decoder-checkpoint',
+                      help="diga_translator: dec_s2t.pth (--torch-checkpoint is enc_s.pth)")
   parser.add_argument('--seed', type=int, default=0, help='init of heads missing from the file')
   parser.add_argument('--trust-pickle', action='store_true',
                       help='load pickled nn.Module files (runs arbitrary code: trusted files only)')
@@ -256,7 +294,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       ('ndf', args.ndf), ('conv_dim', args.conv_dim)) if value is not None}
   from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
   try:
+    if (args.model == 'diga_translator') != bool(args.decoder_checkpoint):
+      raise errors.UserError('--decoder-checkpoint: expected exactly with --model diga_translator '
+                             '(dec_s2t.pth beside --torch-checkpoint enc_s.pth)')
     state = load_torch_checkpoint(args.torch_checkpoint, args.trust_pickle)
+    if args.decoder_checkpoint:
+      state = translator_state_dict(
+          state, load_torch_checkpoint(args.decoder_checkpoint, args.trust_pickle))
     variables = torch_to_flax(state, args.model, num_classes=args.num_classes, seed=args.seed,
                               **options)
   except ValueError as e:

@@ -157,6 +157,18 @@ class Classifier(nn.Module):
     return sum(conv(x) for conv in self.conv2d_list[:self.live])
 
 
+def add_resnet101_stages(module):
+  """Gives `module` DeepLab-v2's `layer1..layer4` (3, 4, 23, 3 bottlenecks; strides 1, 2, 1, 1;
+  dilations 1, 1, 2, 4; a projection on every stage's first block)."""
+  in_ch = 64
+  for i, (planes, blocks, stride, dilation) in enumerate(
+      ((64, 3, 1, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))):
+    stage = [Bottleneck(in_ch if j == 0 else planes * 4, planes, stride if j == 0 else 1,
+                        dilation, project=j == 0) for j in range(blocks)]
+    setattr(module, f'layer{i + 1}', nn.Sequential(*stage))
+    in_ch = planes * 4
+
+
 class DeepLabMulti(nn.Module):
   """DeepLab-v2 ResNet-101 multi; `forward` returns (layer5 aux, layer6 main) logits."""
 
@@ -165,13 +177,7 @@ class DeepLabMulti(nn.Module):
     self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
     self.bn1 = nn.BatchNorm2d(64)
     self.maxpool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
-    in_ch = 64
-    for i, (planes, blocks, stride, dilation) in enumerate(
-        ((64, 3, 1, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))):
-      stage = [Bottleneck(in_ch if j == 0 else planes * 4, planes, stride if j == 0 else 1,
-                          dilation, project=j == 0) for j in range(blocks)]
-      setattr(self, f'layer{i + 1}', nn.Sequential(*stage))
-      in_ch = planes * 4
+    add_resnet101_stages(self)
     self.layer5 = Classifier(1024, num_classes, aspp_branches)
     self.layer6 = Classifier(2048, num_classes, aspp_branches)
     for m in self.modules():
