@@ -17,6 +17,7 @@ import ml_collections
 from dakd_jax import errors
 from dakd_jax import methods
 from dakd_jax.data.builders import BUILDERS
+from dakd_jax.data.labels import LABEL_SETS
 
 MODES = ('train', 'eval')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -119,7 +120,7 @@ def base_config():
   config.stages = ml_collections.ConfigDict()  # name -> stage_config(...).
   config.networks = ml_collections.ConfigDict()  # name -> network_config(...).
   config.seed = 0  # Seeds initialisation and data order.
-  config.num_classes = 19  # Cityscapes train classes.
+  config.num_classes = 19  # Cityscapes train classes; 7 = MuHDi's super-classes (LABEL_SETS).
   # Network input: 'caffe' (BGR minus mean, 0-255) | 'diga' (the same / 128) | 'imagenet'.
   config.normalization = 'caffe'
 
@@ -225,6 +226,7 @@ def validate(config):
   """
   check_one_of('mode', config.mode, MODES)
   check_one_of('normalization', config.normalization, NORMALIZATIONS)
+  check_one_of('num_classes', config.num_classes, tuple(LABEL_SETS))
   check_one_of('compute_dtype', config.compute_dtype, DTYPES)
   check_one_of('frozen_dtype', config.frozen_dtype, ('',) + DTYPES)
   check_one_of('bn_sync', config.bn_sync, BN_SYNC)

@@ -7,6 +7,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from configs import muhdi_synthetic
+from dakd_jax import config as config_lib
 from dakd_jax import errors
 from dakd_jax.data import labels
 from dakd_jax.data import pipeline
@@ -49,6 +51,10 @@ def test_label_set_errors_name_the_key():
     labels.class_names(16)
   with pytest.raises(errors.UserError, match='idd_id labels have no mapping to 19'):
     labels.to_train_ids(np.zeros((2, 2), np.uint8), 'idd_id')
+  config = muhdi_synthetic.get_config()
+  config.num_classes = 16
+  with pytest.raises(errors.UserError, match=r'config.num_classes: expected one of \(19, 7\)'):
+    config_lib.validate(config)
 
 
 def _write(image, label, rng, fmt):
