@@ -57,7 +57,7 @@ def _maybe_initialize_distributed():
     jax.distributed.initialize()
 
 
-_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/')
+_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/asyncio/')
 
 
 def _quiet_library_info(record):
@@ -90,9 +90,23 @@ def _verbose(argv=()):
 
 
 def _fail(message, status=errors.EXIT_USER_ERROR):
-  """Ends the run with `error: <message>` on stderr (one line) and `status`."""
+  """Ends the run with `error: <message>` on stderr (one line) and `status`.
+
+  Without --verbose nothing is logged after that line: what libraries report while the process
+  shuts down (Orbax's background writes failing on a full disk, futures never retrieved) are
+  consequences of the failure the line states.
+  """
   print(f'error: {message}', file=sys.stderr, flush=True)
+  if not _verbose():
+    logging.get_absl_handler().addFilter(lambda record: False)
   sys.exit(status)
+
+
+def _ignored_exception(unraisable):
+  """`sys.unraisablehook` without --verbose: an exception Python ignores (a library finaliser or
+  callback, e.g. on an event loop Orbax already closed) is logged at DEBUG level, in one line."""
+  logging.debug('ignored %s in %r: %s', type(unraisable.exc_value).__name__, unraisable.object,
+                unraisable.exc_value)
 
 
 def _config_file(argv):
@@ -166,6 +180,8 @@ def main(argv):
 
 def _main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  if not _verbose():
+    sys.unraisablehook = _ignored_exception
   logging.get_absl_handler().python_handler.stream = _AboveProgressBars()
   _maybe_initialize_distributed()
   cache_dir = _CACHE_DIR.value
