@@ -14,6 +14,7 @@ import logging as py_logging
 import os
 import runpy
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -178,10 +179,18 @@ def main(argv):
           'stages and committed checkpoints are kept)')
 
 
+def _thread_exception(args):
+  """`threading.excepthook` without --verbose: a background thread that dies (a library's writer
+  on a full disk) is reported in one warning line; the error it causes ends the run."""
+  logging.warning('thread %s stopped: %s: %s', getattr(args.thread, 'name', '?'),
+                  args.exc_type.__name__, ' '.join(str(args.exc_value).split())[:300])
+
+
 def _main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
   if not _verbose():
     sys.unraisablehook = _ignored_exception
+    threading.excepthook = _thread_exception
   logging.get_absl_handler().python_handler.stream = _AboveProgressBars()
   _maybe_initialize_distributed()
   cache_dir = _CACHE_DIR.value

@@ -25,6 +25,7 @@ from dakd_jax.data import pipeline as data_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'configs', 'tiny.py')
+STEPS = 20  # Of the runs killed, stopped or starved of disk space in their own processes.
 
 
 def _main(args, devices=1, wrap=None, **kwargs):
@@ -190,7 +191,7 @@ def test_non_finite_loss_stops_and_names_a_finite_checkpoint(tiny_config, tmp_pa
 def _common_args(synthetic_root, tfds_dir, checkpoint_every):
   return ['--config', TINY, f'--config.roots.gta5={synthetic_root}/gta5',
           f'--config.roots.cityscapes={synthetic_root}/cityscapes',
-          f'--config.data_dir={tfds_dir}', '--config.stages.student.num_steps=40',
+          f'--config.data_dir={tfds_dir}', f'--config.stages.student.num_steps={STEPS}',
           f'--config.train.checkpoint_every={checkpoint_every}', '--config.train.log_every=1']
 
 
@@ -212,7 +213,7 @@ def _started(workdir):
 
 @pytest.fixture(scope='module')
 def straight_run(synthetic_root, tfds_dir, tmp_path_factory):
-  """The workdir of an uninterrupted 40-step run of the student in its own process."""
+  """The workdir of an uninterrupted `STEPS`-step run of the student in its own process."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.roots.gta5 = os.path.join(synthetic_root, 'gta5')
@@ -252,7 +253,7 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(straight_run, synthe
   assert 'student: stopped by SIGTERM after step' in err
   assert not stages_lib.is_complete(stages_lib.stage_dir(stopped, 'student'))
   step = int(err.split('stopped by SIGTERM after step ')[1].split(';')[0])
-  assert 0 < step < 40
+  assert 0 < step < STEPS
   assert os.path.isdir(os.path.join(stopped, 'student', 'checkpoints', str(step)))
 
   _run_to_completion(common + ['--workdir', stopped])
@@ -270,7 +271,7 @@ def _can_mount_a_tiny_filesystem():
 def test_full_disk_stops_with_one_line_and_keeps_the_committed_checkpoints(
     straight_run, synthetic_root, tfds_dir, tmp_path):
   # The run's directory is a tmpfs with room for two and a half of its checkpoints.
-  final = os.path.join(straight_run, 'student', 'checkpoints', '40')
+  final = os.path.join(straight_run, 'student', 'checkpoints', str(STEPS))
   size_kib = int(2.5 * sum(os.stat(os.path.join(d, f)).st_blocks * 512
                            for d, _, files in os.walk(final) for f in files)) // 1024
   workdir, copy = tmp_path / 'run', tmp_path / 'copy'
@@ -290,7 +291,7 @@ def test_full_disk_stops_with_one_line_and_keeps_the_committed_checkpoints(
                          'while writing a checkpoint; the run stopped and the committed '
                          'checkpoints (steps ['), last
   kept = json.loads(last.split('(steps ')[1].split(')')[0])
-  assert kept and max(kept) < 40
+  assert kept and max(kept) < STEPS
   os.rmdir(workdir)  # Unmounted with the namespace: the copy takes its place, space freed.
   os.rename(copy, workdir)
   _run_to_completion(args)
