@@ -54,6 +54,20 @@ def test_plain_deeplab_returns_attentions_with_features():
   assert out['attentions'][3] == out['main_features']
 
 
+def test_width_narrows_every_body_layer_and_keeps_the_heads():
+  """`width` (the narrow networks of the synthetic configs) scales the stem and every stage;
+  the heads read the narrower maps with the same classes."""
+  model = models.create_model('muhdi_deeplabv2_r101', 7, width=0.25)
+  x = jax.ShapeDtypeStruct((1, 65, 65, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  out = jax.tree.map(lambda s: s.shape, jax.eval_shape(model.apply, variables, x))
+  assert [s[-1] for s in out['attentions']] == [64, 128, 256, 512]
+  assert out['main'] == out['aux_specialist'] == (1, 9, 9, 7)
+  params = variables['params']
+  assert params['conv1']['kernel'].shape == (7, 7, 3, 16)
+  assert params['main_head']['branch0']['kernel'].shape == (3, 3, 512, 7)
+
+
 # ------------------------------------------------------------------ conversion and init rules
 
 def _official_restore(model_state, saved):

@@ -108,26 +108,30 @@ class ASPPHead(nn.Module):
 
 
 def resnet101_stages(images: jax.Array, train: bool, *, freeze_bn_affine: bool, bn_groups: int,
-                     dtype: Any, remat: bool) -> list[jax.Array]:
+                     dtype: Any, remat: bool, width: float = 1.0) -> list[jax.Array]:
   """The DeepLab-v2 ResNet-101 body, called inside a compact `__call__` (its modules are the
   caller's `conv1`, `bn1`, `layer1`..`layer4`).
 
   Args:
     images: [N, H, W, 3].
     train: BatchNorm with batch statistics (updating `batch_stats`) or running statistics.
+    width: channel multiplier of every layer (1.0 = the published network; small values make
+      narrow networks for CPU runs and tests).
 
   Returns:
-    The four stage outputs [N, h_i, w_i, 256 | 512 | 1024 | 2048]; stages 2-4 at stride 8.
+    The four stage outputs [N, h_i, w_i, 256 | 512 | 1024 | 2048] (times `width`); stages 2-4
+    at stride 8.
   """
   norm = functools.partial(layers.BatchNorm, freeze_affine=freeze_bn_affine, groups=bn_groups,
                            dtype=dtype)
-  x = layers.conv2d(64, 7, stride=2, padding=3, kernel_init=_INIT, dtype=dtype,
-                    name='conv1')(images)
+  x = layers.conv2d(layers.scaled_channels(64, width), 7, stride=2, padding=3, kernel_init=_INIT,
+                    dtype=dtype, name='conv1')(images)
   x = max_pool_ceil(nn.relu(norm(name='bn1')(x, train)))
   features = []
   for i, (planes, blocks, stride, dilation) in enumerate(STAGES):
-    x = ResNetStage(planes, blocks, stride=stride, dilation=dilation, dtype=dtype, norm=norm,
-                    remat=remat, name=f'layer{i + 1}')(x, train)
+    x = ResNetStage(layers.scaled_channels(planes, width), blocks, stride=stride,
+                    dilation=dilation, dtype=dtype, norm=norm, remat=remat,
+                    name=f'layer{i + 1}')(x, train)
     features.append(x)
   return features
 
@@ -147,6 +151,8 @@ class DeepLabV2Multi(nn.Module):
       the list of the four stage outputs ('attentions', what MuHDi's frozen previous model
       distils from).
     remat: recompute every bottleneck in the backward pass instead of storing its activations.
+    width: channel multiplier of the ResNet body (1.0 = the published network; narrow networks
+      for CPU runs such as `configs/muhdi_synthetic.py`).
   """
   HEAD_MODULES: ClassVar[tuple[str, ...]] = ('main_head', 'aux_head')
 
@@ -157,6 +163,7 @@ class DeepLabV2Multi(nn.Module):
   bn_groups: int = 1
   return_features: bool = False
   remat: bool = False
+  width: float = 1.0
 
   def backbone(self, images: jax.Array, train: bool) -> list[jax.Array]:
     """The stem and the four stages (call from a compact method): the outputs of layer1..4.
@@ -168,7 +175,8 @@ class DeepLabV2Multi(nn.Module):
       raise ValueError(f'{type(self).__name__}: aspp_branches must be 2 or 4, got '
                        f'{self.aspp_branches}')
     return resnet101_stages(images, train, freeze_bn_affine=self.freeze_bn_affine,
-                            bn_groups=self.bn_groups, dtype=self.dtype, remat=self.remat)
+                            bn_groups=self.bn_groups, dtype=self.dtype, remat=self.remat,
+                            width=self.width)
 
   def head(self, name: str) -> ASPPHead:
     """An ASPP-v2 head named `name` (call from a compact method)."""

@@ -108,9 +108,6 @@ def seg_head(num_classes: int, dtype: Optional[Any] = None,
                        kernel_init=layers.drn_init(1, num_classes), dtype=dtype, name=name)
 
 
-def _scaled(channels: int, width: float) -> int:
-  return max(1, int(round(channels * width)))
-
 
 class DRNSeg(nn.Module):
   """DRN-D segmentation network with an auxiliary (tap) head and a main (layer8) head.
@@ -156,11 +153,11 @@ class DRNSeg(nn.Module):
         dtype=self.dtype))
     blocks = BLOCKS[self.arch]
     conv_stack = layers.maybe_remat(ConvStack, self.remat)
-    x = conv_stack(_scaled(CHANNELS[0], self.width), 1, kernel_size=7, name='layer0',
-                   **common)(images, train)
+    x = conv_stack(layers.scaled_channels(CHANNELS[0], self.width), 1, kernel_size=7,
+                   name='layer0', **common)(images, train)
     taps = {}
     for i, (stride, dilation) in enumerate(_STAGES):
-      features = _scaled(CHANNELS[i], self.width)
+      features = layers.scaled_channels(CHANNELS[i], self.width)
       if 2 <= i <= 5:
         stack = functools.partial(ResidualStack, remat=self.remat)
       else:

@@ -156,6 +156,11 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype or x.dtype)
 
 
+def scaled_channels(channels: int, width: float) -> int:
+  """`channels` times the width multiplier `width`, rounded, at least 1 (narrow test networks)."""
+  return max(1, int(round(channels * width)))
+
+
 def normal_init(stddev: float) -> Initializer:
   """N(0, stddev^2) kernel init (DeepLab: 0.01)."""
   return nn.initializers.normal(stddev)

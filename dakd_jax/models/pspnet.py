@@ -37,9 +37,6 @@ _STAGES = ((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))
 _EXPANSION = 4  # Output channels of a bottleneck per plane.
 
 
-def _scaled(channels: int, width: float) -> int:
-  return max(1, int(round(channels * width)))
-
 
 def adaptive_avg_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
   """[out_size, in_size] weights of torch's `AdaptiveAvgPool` along one axis.
@@ -169,7 +166,7 @@ class PSPNet(nn.Module):
     kind, blocks, head_width = ARCHS[self.arch]
     norm = functools.partial(layers.BatchNorm, groups=self.bn_groups, dtype=self.dtype)
     conv = functools.partial(layers.conv2d, dtype=self.dtype)
-    ch = lambda c: _scaled(c, self.width)
+    ch = lambda c: layers.scaled_channels(c, self.width)
     x = images
     for i, (features, stride) in enumerate(((64, 2), (64, 1), (128, 1))):
       x = conv(ch(features), 3, stride=stride, name=f'conv{i + 1}')(x)
