@@ -1,6 +1,6 @@
 """SYNTHIA-RAND-CITYSCAPES: 16-bit label reading, the builder on a tiny folder in the official
 layout (read at 16 and 19 classes), one-line errors, the 16-class Cityscapes table, the 13-class
-mIoU* (arithmetic and evaluation)."""
+mIoU* (arithmetic and evaluation), and `configs/diga_synthia2cs.py`."""
 
 import json
 import struct
@@ -12,10 +12,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from configs import diga_synthia2cs
+from dakd_jax import config as config_lib
 from dakd_jax import errors
 from dakd_jax import evaluate
 from dakd_jax import metrics
 from dakd_jax import networks
+from dakd_jax import stages as stages_lib
 from dakd_jax.data import labels
 from dakd_jax.data import pipeline
 from dakd_jax.data.builders import synthia
@@ -178,6 +181,41 @@ def test_13_class_mean_is_the_mean_of_13_of_the_16_ious():
   assert header.split()[:3] == ['method', 'mIoU', 'mIoU13']
   assert row.split()[1:3] == [f"{scores['miou']:.2f}", f"{scores['miou_13']:.2f}"]
   assert 'miou_13' not in metrics.segmentation_metrics(confusion, labels.class_names(16))
+
+
+def test_synthia2cs_config_has_the_official_synthia_settings(tmp_path):
+  config = diga_synthia2cs.get_config()
+  config_lib.validate(config)
+  assert config.num_classes == 16 and config.pipeline == ('warmup', 'selftrain1', 'selftrain2')
+  # (steps, batch, lambda_distil, random rescale) of the official scripts.
+  expected = {'warmup': (60_000, 4, 0.25, None), 'selftrain1': (80_000, 3, 0.25, (0.7, 1.0)),
+              'selftrain2': (80_000, 3, 0.25, (0.7, 1.0))}
+  for name, (steps, batch, distil, rescale) in expected.items():
+    stage = config.stages[name]
+    assert (stage.num_steps, stage.batch_size) == (steps, batch)
+    assert stage.options.lambda_distil == distil
+    assert stage.source.dataset == 'synthia' and stage.source.size == (760, 1280)
+    assert stage.source.augment.random_scale == rescale
+    assert stage.source.augment.crop == (512, 896) and stage.source.augment.crop_redraws == 5
+    assert stage.target.dataset == 'cityscapes' and 'OHEM' in stage.deviations
+    assert 'Synthia/train_DiGA_synthia2city' in stage.reference
+  assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
+  # Planned with the stand-in translation (the real one needs a converted translator).
+  for name in config.pipeline:
+    config.stages[name].options.translation = 'colour_stats'
+    del config.stages[name].frozen['translator']
+  plan = stages_lib.plan(config, str(tmp_path))
+  assert [s.network['num_classes'] for s in plan] == [16] * 3
+  assert [(s.source.num_classes, s.target.num_classes) for s in plan] == [(16, 16)] * 3
+
+
+def test_a_dataset_without_a_mapping_to_the_label_set_fails_at_planning(tmp_path):
+  config = diga_synthia2cs.get_config()
+  config.num_classes = 7  # MuHDi's super-classes have no SYNTHIA mapping.
+  config.translator = str(tmp_path)
+  with pytest.raises(errors.UserError, match='stages.warmup.source.dataset: synthia .synthia_id '
+                     'labels. has no mapping to num_classes 7'):
+    stages_lib.plan(config, str(tmp_path))
 
 
 def test_evaluation_at_16_classes_reports_the_13_class_mean(tmp_path):
