@@ -31,13 +31,16 @@ CROP = (512, 896)
 DEVIATIONS = 'one size per stream (official: 1 + 2 images at two sizes); full GTA5 list'
 
 
-def stream(dataset):
-  cfg = config_lib.stream_config(dataset, SIZE)
-  cfg.augment.random_scale = (0.7, 1.0)
-  cfg.augment.per_axis_scale = True
+def stream(dataset, size=SIZE, rescale=True):
+  """A DiGA stream: resized to `size`, rescaled by [0.7, 1] per axis (`rescale`), cropped to
+  512x896, flipped; only the source loaders (GTA5, SYNTHIA) redraw uninformative crops."""
+  cfg = config_lib.stream_config(dataset, size)
+  if rescale:
+    cfg.augment.random_scale = (0.7, 1.0)
+    cfg.augment.per_axis_scale = True
   cfg.augment.crop = CROP
   cfg.augment.flip = True
-  cfg.augment.crop_redraws = 5 if dataset == 'gta5' else 0  # Only the source loader redraws.
+  cfg.augment.crop_redraws = 0 if dataset == 'cityscapes' else 5
   return cfg
 
 

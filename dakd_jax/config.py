@@ -44,7 +44,7 @@ def network_config(arch, init='', **options):
 def stream_config(dataset, size, split='train'):
   """One training input stream of a stage: a dataset split resized to `size` (H, W)."""
   cfg = ml_collections.ConfigDict()
-  cfg.dataset = dataset  # A key of config.roots ('gta5' | 'cityscapes' | 'bdd100k').
+  cfg.dataset = dataset  # A key of config.roots ('gta5' | 'cityscapes' | 'synthia' | ...).
   cfg.split = split
   cfg.size = tuple(size)  # Bicubic for images, nearest for labels (official: no crop).
   cfg.augment = ml_collections.ConfigDict()
@@ -120,7 +120,9 @@ def base_config():
   config.stages = ml_collections.ConfigDict()  # name -> stage_config(...).
   config.networks = ml_collections.ConfigDict()  # name -> network_config(...).
   config.seed = 0  # Seeds initialisation and data order.
-  config.num_classes = 19  # Cityscapes train classes; 7 = MuHDi's super-classes (LABEL_SETS).
+  # The label set (LABEL_SETS): 19 Cityscapes train classes; 7 = MuHDi's super-classes; 16 =
+  # SYNTHIA's classes (every dataset scored in them, with the 13-class mIoU* as 'miou_13').
+  config.num_classes = 19
   # Network input: 'caffe' (BGR minus mean, 0-255) | 'diga' (the same / 128) | 'imagenet'.
   config.normalization = 'caffe'
 

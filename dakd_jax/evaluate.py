@@ -2,11 +2,11 @@
 
 The network sees the image resized to the evaluation input size; its main logits are upsampled
 with align-corners bilinear interpolation to the label's resolution (full: 1024x2048 for
-Cityscapes; or the `label_size` labels were resized to), arg-maxed, and a 19x19 confusion matrix is
+Cityscapes; or the `label_size` labels were resized to), arg-maxed, and a CxC confusion matrix is
 accumulated on device. With an output directory, written to `<out_dir>`:
-  metrics.json   {"miou", "pixel_acc", "per_class_iou": {name: iou}, "num_images",
-                  "checkpoint_step"} (percentages; null for classes absent from labels and
-                  predictions)
+  metrics.json   {"miou", the label set's subset means (e.g. "miou_13"), "pixel_acc",
+                  "per_class_iou": {name: iou}, "num_images", "checkpoint_step"} (percentages;
+                  null for classes absent from labels and predictions)
   pred/<name>.png, pred/<name>_color.png   train-id and colour predictions, named after inputs
   grid/<name>_{input,label,pred}.png, grid.png   input | ground truth | prediction for the first
                  `eval.num_grid_images` images (the pipeline composes its own grid from these)
@@ -232,18 +232,20 @@ class Evaluator:
       raise errors.UserError(
           f'{self.eval_set.dataset} {self.eval_set.split}: every label pixel of the {num_images} '
           'evaluated images maps to ignore (255); the labels are not in the expected id space '
-          '(label ids for Cityscapes/GTA5, train ids for BDD100K)')
-    result = metrics_lib.segmentation_metrics(np.asarray(confusion),
-                                             labels_lib.class_names(self.num_classes))
-    result = {'miou': result['miou'], 'pixel_acc': result['pixel_acc'],
-              'per_class_iou': result['per_class_iou'], 'num_images': num_images,
-              'checkpoint_step': int(checkpoint_step)}
+          '(label ids for Cityscapes/GTA5, train ids for BDD100K, SYNTHIA ids for SYNTHIA)')
+    subsets = labels_lib.subset_means(self.num_classes)
+    scores = metrics_lib.segmentation_metrics(np.asarray(confusion),
+                                             labels_lib.class_names(self.num_classes), subsets)
+    result = {'miou': scores['miou'], **{name: scores[name] for name in subsets},
+              'pixel_acc': scores['pixel_acc'], 'per_class_iou': scores['per_class_iou'],
+              'num_images': num_images, 'checkpoint_step': int(checkpoint_step)}
     if out_dir and jax.process_index() == 0:
       with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
         json.dump(result, f, indent=2, allow_nan=False)  # Undefined scores are null.
       if grid_rows:
         grid = labelled_grid(grid_rows, GRID_TITLES)
         Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
-    logging.info('evaluation of %s on %d images: mIoU %.2f, pixel acc %.2f', spec['arch'],
-                 num_images, result['miou'], result['pixel_acc'])
+    subset_text = ''.join(f', {name} {metrics_lib.format_score(result[name])}' for name in subsets)
+    logging.info('evaluation of %s on %d images: mIoU %.2f%s, pixel acc %.2f', spec['arch'],
+                 num_images, result['miou'], subset_text, result['pixel_acc'])
     return result

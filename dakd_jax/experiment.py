@@ -174,7 +174,8 @@ def run_pipeline(config, plan, workdir):
   evaluator = make_evaluator(config)
   also = {d: make_evaluator(config, d) for d in config.eval.also}
   records = [run_stage(config, stage, evaluator, workdir, also) for stage in plan]
-  write_results(workdir, records, labels_lib.class_names(config.num_classes))
+  write_results(workdir, records, labels_lib.class_names(config.num_classes),
+                tuple(labels_lib.subset_means(config.num_classes)))
   if also and jax.process_index() == 0:
     table = continual.format_table(records, (config.eval.dataset, *also))
     print(table, flush=True)
@@ -193,9 +194,10 @@ def result_rows(records):
   return rows
 
 
-def write_results(workdir, records, class_names=labels_lib.CLASS_NAMES):
-  """The Table-1-shaped text table, results.json and the picture grid (process 0)."""
-  table = metrics_lib.format_results_table(result_rows(records), class_names)
+def write_results(workdir, records, class_names=labels_lib.CLASS_NAMES, subset_means=()):
+  """The Table-1-shaped text table (with the label set's subset means), results.json and the
+  picture grid (process 0)."""
+  table = metrics_lib.format_results_table(result_rows(records), class_names, subset_means)
   print(table, flush=True)
   if jax.process_index() != 0:
     return

@@ -60,15 +60,24 @@ def _json_float(x: float) -> float | None:
   return None if math.isnan(x) else float(x)
 
 
-def segmentation_metrics(confusion: Any, class_names: Sequence[str]) -> dict[str, Any]:
+def segmentation_metrics(confusion: Any, class_names: Sequence[str],
+                         subset_means: Mapping[str, Sequence[int]] | None = None
+                         ) -> dict[str, Any]:
   """Scores from a `[C, C]` confusion matrix (rows = ground truth, columns = prediction).
 
+  Args:
+    confusion: `[C, C]` counts.
+    class_names: the C class names, in index order.
+    subset_means: {metric name: class indices}: each adds the mean of those classes' defined
+      IoUs under its name (SYNTHIA's 13-class 'miou_13' of a 16-class model), None where none
+      of them is defined.
+
   Returns:
-    Plain Python values, percentages 0-100: `miou` (mean of the defined IoUs), `pixel_acc`
-    (trace / sum, the paper's "mAcc"), `mean_class_acc` (mean over classes present in the ground
-    truth of TP / ground-truth pixels), `num_pixels`, and `per_class_iou` {class name: IoU, or
-    None where the class is in neither ground truth nor prediction}. Scores are NaN for an empty
-    matrix.
+    Plain Python values, percentages 0-100: `miou` (mean of the defined IoUs), the subset means,
+    `pixel_acc` (trace / sum, the paper's "mAcc"), `mean_class_acc` (mean over classes present in
+    the ground truth of TP / ground-truth pixels), `num_pixels`, and `per_class_iou` {class name:
+    IoU, or None where the class is in neither ground truth nor prediction}. Scores are NaN for
+    an empty matrix.
   """
   confusion = np.asarray(confusion, np.float64)
   num_classes = len(class_names)
@@ -84,6 +93,8 @@ def segmentation_metrics(confusion: Any, class_names: Sequence[str]) -> dict[str
     class_accuracy = 100.0 * tp / gt
   return {
       "miou": _nanmean(iou),
+      **{name: _json_float(_nanmean(iou[list(indices)]))
+         for name, indices in (subset_means or {}).items()},
       "pixel_acc": 100.0 * float(tp.sum() / total) if total else math.nan,
       "mean_class_acc": _nanmean(class_accuracy),
       "num_pixels": int(total),
@@ -95,25 +106,31 @@ def _short(name: str) -> str:
   return _SHORT_NAMES.get(name, name[:6])
 
 
-def _cell(value: float | None) -> str:
+def format_score(value: float | None) -> str:
+  """A percentage with 2 decimals; '-' when undefined (None or NaN)."""
   return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def format_results_table(rows: Sequence[tuple[str, Mapping[str, Any]]],
-                         class_names: Sequence[str]) -> str:
+                         class_names: Sequence[str], subset_means: Sequence[str] = ()) -> str:
   """Text table shaped like the paper's Table 1: name, mIoU, per-class IoUs, pixel accuracy.
 
   Args:
     rows: `(row name, metrics)` pairs in display order; metrics has `miou`, `pixel_acc` and
       `per_class_iou` as returned by `segmentation_metrics` (or read back from its JSON).
     class_names: the class columns, in order (names as in `per_class_iou`).
+    subset_means: names of subset means in the metrics, each a column after mIoU ('miou_13' is
+      headed 'mIoU13'); '-' where a row lacks it.
 
   Returns:
     A multi-line string, numbers with 2 decimals, '-' for undefined values.
   """
-  header = ["method", "mIoU"] + [_short(n) for n in class_names] + ["pAcc"]
-  body = [[name, _cell(m["miou"])] + [_cell(m["per_class_iou"][c]) for c in class_names]
-          + [_cell(m["pixel_acc"])] for name, m in rows]
+  header = (["method", "mIoU"] + [s.replace("miou_", "mIoU") for s in subset_means]
+            + [_short(n) for n in class_names] + ["pAcc"])
+  body = [[name] + [format_score(v) for v in [m["miou"], *(m.get(s) for s in subset_means),
+                                               *(m["per_class_iou"][c] for c in class_names),
+                                               m["pixel_acc"]]]
+          for name, m in rows]
   name_width = max(len(r[0]) for r in [header] + body)
   widths = [max(len(r[i]) for r in [header] + body) for i in range(1, len(header))]
 

@@ -28,7 +28,9 @@ from dakd_jax import errors
 from dakd_jax import methods
 from dakd_jax import networks
 from dakd_jax import optim
+from dakd_jax.data import labels
 from dakd_jax.data import pipeline as data_pipeline
+from dakd_jax.data.builders import BUILDERS
 
 STAGE_FILE = 'stage.json'
 CONFIG_RECORD = 'stage_config.json'  # The settings the stage ran with.
@@ -161,6 +163,10 @@ def network_spec(config, name):
 
 def _stream(config, key, cfg):
   config_lib.check_one_of(f'{key}.dataset', cfg.dataset, tuple(config.roots))
+  space = BUILDERS[cfg.dataset].LABEL_SPACE
+  if space not in labels.label_set(config.num_classes).luts:
+    raise errors.UserError(f'config.{key}.dataset: {cfg.dataset} ({space} labels) has no mapping '
+                           f'to num_classes {config.num_classes}')
   config_lib.check_size(f'{key}.size', cfg.size)
   aug = cfg.augment
   config_lib.check_size(f'{key}.augment.crop', aug.crop, optional=True)

@@ -48,12 +48,13 @@ def test_mapillary_and_bdd_super_classes():
 
 def test_label_set_errors_name_the_key():
   with pytest.raises(errors.UserError, match='num_classes: expected one of'):
-    labels.class_names(16)
+    labels.class_names(17)
   with pytest.raises(errors.UserError, match='idd_id labels have no mapping to 19'):
     labels.to_train_ids(np.zeros((2, 2), np.uint8), 'idd_id')
   config = muhdi_synthetic.get_config()
-  config.num_classes = 16
-  with pytest.raises(errors.UserError, match=r'config.num_classes: expected one of \(19, 7\)'):
+  config.num_classes = 17
+  with pytest.raises(errors.UserError,
+                     match=r'config.num_classes: expected one of \(19, 7, 16\)'):
     config_lib.validate(config)
 
 

@@ -1,15 +1,12 @@
-"""The one class table: Cityscapes label ids, train ids and colours, plus the SYNTHIA mapping.
+"""The one class table: Cityscapes label ids, train ids and colours, the label sets (19, 7, 16).
 
 GTA5 labels use the Cityscapes label ids, BDD100K's semantic masks are already train ids, so every
 dataset of the project maps through the lookups derived here. Train id 255 means "ignore".
 """
 
-import struct
 import typing
-import zlib
 
 import numpy as np
-from PIL import Image
 
 from dakd_jax import errors
 
@@ -134,29 +131,6 @@ SUPER_LABEL_SPACE_LUTS = {
     'idd_id': _lut((i, _SUPER[n]) for i, n in _IDD_SUPER.items()),
     'mapillary_id': _lut((i, _SUPER[n]) for i, (_, n) in enumerate(MAPILLARY_SUPER) if n),
 }
-# Classes -> (class names, {label space: lookup}). Colours: the first `classes` of PALETTE (the
-# official 7-class palette is the Cityscapes one).
-LABEL_SETS = {NUM_CLASSES: (CLASS_NAMES, LABEL_SPACE_LUTS),
-              len(SUPER_CLASS_NAMES): (SUPER_CLASS_NAMES, SUPER_LABEL_SPACE_LUTS)}
-
-
-def class_names(num_classes: int = NUM_CLASSES) -> tuple[str, ...]:
-  """The names of a label set: 19 Cityscapes train classes or MuHDi's 7 super-classes."""
-  if num_classes not in LABEL_SETS:
-    raise errors.UserError(f'num_classes: expected one of {sorted(LABEL_SETS)} (the label sets '
-                           f'of dakd_jax.data.labels), got {num_classes!r}')
-  return LABEL_SETS[num_classes][0]
-
-
-def to_train_ids(label: np.ndarray, space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
-  """Maps a uint8 label map stored in `space` ('label_id' | 'train_id' | 'idd_id' |
-  'mapillary_id') to int32 train ids of the `num_classes` label set (255 = ignore)."""
-  class_names(num_classes)  # Validates it.
-  luts = LABEL_SETS[num_classes][1]
-  if space not in luts:
-    raise errors.UserError(f'{space} labels have no mapping to {num_classes} classes; '
-                           f'num_classes {num_classes} reads {", ".join(luts)} labels')
-  return luts[space][label].astype(np.int32)
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:
@@ -201,74 +175,71 @@ SYNTHIA_13_INDICES = tuple(i for i, n in enumerate(SYNTHIA_16_CLASS_NAMES)
 SYNTHIA_13_CLASS_NAMES = tuple(SYNTHIA_16_CLASS_NAMES[i] for i in SYNTHIA_13_INDICES)
 
 
-def synthia_to_train_ids(ids: np.ndarray, num_classes: int = 19) -> np.ndarray:
-  """Maps raw SYNTHIA ids (any integer dtype) to int32 train ids of the 19- or 16-class protocol."""
-  lut = {19: SYNTHIA_ID_TO_TRAIN_ID, 16: SYNTHIA_ID_TO_16}[num_classes]
-  return lut[np.clip(ids, 0, 255)].astype(np.int32)  # ids >= 255 are unknown -> 255
+# 16-class lookups from the other datasets' label spaces (Cityscapes ids, BDD100K train ids):
+# through the class names, so terrain, truck and train are ignored.
+_TRAIN_ID_TO_16 = _lut((t, SYNTHIA_16_CLASS_NAMES.index(n)) for t, n in enumerate(CLASS_NAMES)
+                       if n in SYNTHIA_16_CLASS_NAMES)
+SYNTHIA_16_LABEL_SPACE_LUTS = {
+    'synthia_id': SYNTHIA_ID_TO_16,
+    'label_id': _TRAIN_ID_TO_16[ID_TO_TRAIN_ID],
+    'train_id': _TRAIN_ID_TO_16,
+}
 
 
-def read_synthia_label(path) -> np.ndarray:
-  """Reads a SYNTHIA label PNG and returns its channel 0 (the class id) as uint16 [H, W].
+class LabelSet(typing.NamedTuple):
+  """A label set: what a network with `len(names)` outputs predicts and is scored on.
 
-  SYNTHIA stores labels as 16-bit-per-channel RGB(A) PNGs. Pillow reduces such images to 8 bits
-  per channel (keeping the high byte, which is 0 for class ids), so 16-bit files are decoded here
-  with zlib; 8-bit files go through Pillow. The 16-bit path unfilters row by row in NumPy/Python
-  and takes about a second per 1280x760 image.
+  Attributes:
+    names: the class names, in output order.
+    luts: {stored label space: 256-entry uint8 lookup to this set's ids (255 = ignore)}.
+    subset_means: {metric name: class indices}; the evaluation reports each as the mean of those
+      classes' IoUs next to the mIoU over all of them (SYNTHIA-16's 13-class mIoU*).
   """
-  with open(path, 'rb') as f:
-    data = f.read()
-  if data[:8] != b'\x89PNG\r\n\x1a\n':
-    raise errors.UserError(f'{path}: not a PNG file (SYNTHIA labels are 16-bit PNGs)')
-  width, height, depth, color_type = struct.unpack('>IIBB', data[16:26])
-  if depth != 16:
-    arr = np.asarray(Image.open(path))
-    return (arr[..., 0] if arr.ndim == 3 else arr).astype(np.uint16)
-  channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color_type)
-  if channels is None or data[28] != 0:  # data[28] is the interlace method
-    raise errors.UserError(
-        f'{path}: unsupported 16-bit PNG (colour type {color_type}, or interlaced)')
-  rows = _png_unfilter(_png_idat(data), height, width * channels * 2, bpp=channels * 2)
-  pixels = rows.reshape(height, width, channels, 2)
-  return (pixels[..., 0, 0].astype(np.uint16) << 8) | pixels[..., 0, 1]  # big-endian channel 0
+  names: tuple[str, ...]
+  luts: dict[str, np.ndarray]
+  subset_means: dict[str, tuple[int, ...]] = {}
 
 
-def _png_idat(data: bytes) -> bytes:
-  """Concatenated, decompressed IDAT payload of a PNG byte string."""
-  pos, idat = 8, []
-  while pos < len(data):
-    length, kind = struct.unpack('>I4s', data[pos:pos + 8])
-    if kind == b'IDAT':
-      idat.append(data[pos + 8:pos + 8 + length])
-    pos += 12 + length
-  return zlib.decompress(b''.join(idat))
+# Classes -> label set. Colours: the first `classes` of PALETTE (the official 7-class palette is
+# the Cityscapes one).
+LABEL_SETS = {
+    NUM_CLASSES: LabelSet(CLASS_NAMES, {**LABEL_SPACE_LUTS, 'synthia_id': SYNTHIA_ID_TO_TRAIN_ID}),
+    len(SUPER_CLASS_NAMES): LabelSet(SUPER_CLASS_NAMES, SUPER_LABEL_SPACE_LUTS),
+    len(SYNTHIA_16_CLASS_NAMES): LabelSet(SYNTHIA_16_CLASS_NAMES, SYNTHIA_16_LABEL_SPACE_LUTS,
+                                          {'miou_13': SYNTHIA_13_INDICES}),
+}
 
 
-def _png_unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
-  """Undoes PNG scanline filters (None, Sub, Up, Average, Paeth) -> uint8 [height, stride]."""
-  buf = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1)
-  out = np.zeros((height, stride), dtype=np.uint8)
-  prev = np.zeros(stride, dtype=np.int64)
-  for y in range(height):
-    kind, row = buf[y, 0], buf[y, 1:].astype(np.int64)
-    if kind == 1:  # Sub: a running sum per byte position within a pixel
-      row = np.cumsum(row.reshape(-1, bpp), axis=0).reshape(-1) % 256
-    elif kind == 2:  # Up
-      row = (row + prev) % 256
-    elif kind in (3, 4):  # Average, Paeth: each byte depends on the decoded byte to its left
-      row, up = row.tolist(), prev.tolist()
-      for x in range(stride):
-        a = row[x - bpp] if x >= bpp else 0
-        if kind == 3:
-          row[x] = (row[x] + (a + up[x]) // 2) % 256
-        else:
-          c = up[x - bpp] if x >= bpp else 0
-          p = a + up[x] - c
-          pa, pb, pc = abs(p - a), abs(p - up[x]), abs(p - c)
-          pred = a if pa <= pb and pa <= pc else (up[x] if pb <= pc else c)
-          row[x] = (row[x] + pred) % 256
-      row = np.array(row, dtype=np.int64)
-    elif kind != 0:
-      raise ValueError(f'invalid PNG filter type {kind}')
-    out[y] = row
-    prev = row
-  return out
+def label_set(num_classes: int = NUM_CLASSES) -> LabelSet:
+  """The label set of `num_classes`: 19 Cityscapes train classes, MuHDi's 7 super-classes or
+  SYNTHIA's 16 classes; a one-line error naming the valid counts otherwise."""
+  if num_classes not in LABEL_SETS:
+    raise errors.UserError(f'num_classes: expected one of {sorted(LABEL_SETS)} (the label sets '
+                           f'of dakd_jax.data.labels), got {num_classes!r}')
+  return LABEL_SETS[num_classes]
+
+
+def class_names(num_classes: int = NUM_CLASSES) -> tuple[str, ...]:
+  """The class names of the `num_classes` label set, in output order."""
+  return label_set(num_classes).names
+
+
+def subset_means(num_classes: int = NUM_CLASSES) -> dict[str, tuple[int, ...]]:
+  """{metric name: class indices} averaged next to the mIoU (`LabelSet.subset_means`)."""
+  return label_set(num_classes).subset_means
+
+
+def label_lut(space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """The 256-entry lookup from labels stored in `space` to the `num_classes` label set; a
+  one-line error when that set has none (e.g. IDD ids at 19 classes)."""
+  luts = label_set(num_classes).luts
+  if space not in luts:
+    raise errors.UserError(f'{space} labels have no mapping to {num_classes} classes; '
+                           f'num_classes {num_classes} reads {", ".join(luts)} labels')
+  return luts[space]
+
+
+def to_train_ids(label: np.ndarray, space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """Maps a uint8 label map stored in `space` ('label_id' | 'train_id' | 'idd_id' |
+  'mapillary_id' | 'synthia_id') to int32 ids of the `num_classes` label set (255 = ignore)."""
+  return label_lut(space, num_classes)[label].astype(np.int32)

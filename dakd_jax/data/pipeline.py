@@ -58,14 +58,15 @@ class Stream:
   """One training input stream: a split of an official dataset folder, preprocessed.
 
   Attributes:
-    dataset: builder name ('gta5' | 'cityscapes' | 'bdd100k' | 'idd' | 'mapillary').
+    dataset: builder name ('gta5' | 'cityscapes' | 'bdd100k' | 'idd' | 'mapillary' |
+      'synthia').
     root: the official extracted folder (see datasets/<name>/README.md).
     split: split of the builder ('train' | 'val'; TFDS slices such as 'train[:100]' work).
     size: (H, W) every image and label is resized to (bicubic / nearest), or None.
     normalization: 'caffe' (BGR minus mean, 0-255; official) | 'imagenet'.
     augment: random augmentation after the resize.
     num_classes: the label set labels are mapped to (19 Cityscapes classes, 7 MuHDi
-      super-classes; `labels.LABEL_SETS`).
+      super-classes, 16 SYNTHIA classes; `labels.LABEL_SETS`).
     skip_unreadable: leave out an example whose image or label does not decode (see
       `transforms.Decode`) instead of stopping with its name.
   """

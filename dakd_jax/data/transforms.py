@@ -184,7 +184,7 @@ class RandomScale(grain.transforms.RandomMap):
 class ToArrays(grain.transforms.Map):
   """PIL image/label -> float32 normalised image [H, W, 3] and int32 train-id label [H, W]."""
   normalization: str
-  label_space: str  # 'label_id' | 'train_id' | 'idd_id' | 'mapillary_id', see labels
+  label_space: str  # 'label_id' | 'train_id' | 'idd_id' | 'mapillary_id' | 'synthia_id'
   num_classes: int = 19  # The label set (labels.LABEL_SETS).
   keep_name: bool = False
 

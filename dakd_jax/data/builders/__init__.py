@@ -6,6 +6,7 @@ from dakd_jax.data.builders.gta5 import Gta5
 from dakd_jax.data.builders.idd import Idd
 from dakd_jax.data.builders.mapillary import Mapillary
 from dakd_jax.data.builders.official import OfficialLayoutBuilder
+from dakd_jax.data.builders.synthia import Synthia
 
 # Config `dataset` name -> builder class.
 BUILDERS: dict[str, type[OfficialLayoutBuilder]] = {
@@ -14,4 +15,5 @@ BUILDERS: dict[str, type[OfficialLayoutBuilder]] = {
     'bdd100k': Bdd100k,
     'idd': Idd,
     'mapillary': Mapillary,
+    'synthia': Synthia,
 }

@@ -7,7 +7,8 @@ prepare with `file_format='array_record'`, and are read with `builder.as_data_so
 
 Every example holds:
   image       the encoded image file (PNG or JPEG bytes)
-  label       the encoded label PNG, in the dataset's own id space (`LABEL_SPACE`)
+  label       the encoded label PNG, in the dataset's own id space (`LABEL_SPACE`): the file's
+              bytes, or an 8-bit PNG made from it (`label_record`, SYNTHIA)
   name        the image file stem, so predictions can be named after their inputs
   image_file, label_file   paths relative to the root, for error messages
 """
@@ -108,7 +109,7 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
     """Reads only the headers; raises on a mismatch unless ALLOW_SIZE_MISMATCH."""
     count = 0
     for image, label in pairs:
-      with Image.open(image) as im, Image.open(label) as lb:
+      with self._open_header(image) as im, self._open_header(label) as lb:
         if im.size != lb.size:
           if not self.ALLOW_SIZE_MISMATCH:
             raise errors.UserError(
@@ -117,11 +118,23 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
           count += 1
     return count
 
+  def _open_header(self, path: pathlib.Path) -> Image.Image:
+    """The image file opened lazily (header only); a one-line error naming it if unreadable."""
+    try:
+      return Image.open(path)
+    except (OSError, SyntaxError, ValueError) as e:
+      raise errors.UserError(f'{self.name}: cannot read {path}: {e}') from e
+
+  def label_record(self, label: pathlib.Path) -> pathlib.Path | bytes:
+    """What the record stores as the label: the file itself (a path, its bytes copied as they
+    are), or encoded PNG bytes derived from it (SYNTHIA's 16-bit labels)."""
+    return label
+
   def _generate_examples(self, root: pathlib.Path, pairs: list[Pair]):
     for image, label in pairs:
       yield image.stem, {
           'image': image,  # a path: TFDS copies the bytes as they are
-          'label': label,
+          'label': self.label_record(label),
           'name': image.stem,
           'image_file': str(image.relative_to(root)),
           'label_file': str(label.relative_to(root)),
