@@ -141,15 +141,18 @@ def _unbatched(dataset):
              'name': name.decode() if isinstance(name, bytes) else str(name)}
 
 
-def _save_prediction(pred_dir, name, pred):
+def _save_prediction(pred_dir, name, pred, num_classes):
   Image.fromarray(pred).save(os.path.join(pred_dir, f'{name}.png'))
-  Image.fromarray(labels_lib.colorize(pred)).save(os.path.join(pred_dir, f'{name}_color.png'))
+  Image.fromarray(labels_lib.colorize(pred, num_classes)).save(
+      os.path.join(pred_dir, f'{name}_color.png'))
 
 
-def labelled_grid(rows, titles, tile_width=256):
-  """The grid of `rows` of prediction tiles under a header of `titles`, over the class legend."""
-  return pictures.picture_grid(rows, tile_width, titles=titles,
-                               class_names=labels_lib.CLASS_NAMES, palette=labels_lib.PALETTE)
+def labelled_grid(rows, titles, num_classes, tile_width=256):
+  """The grid of `rows` of prediction tiles under a header of `titles`, over the legend of the
+  `num_classes` label set."""
+  label_set = labels_lib.label_set(num_classes)
+  return pictures.picture_grid(rows, tile_width, titles=titles, class_names=label_set.names,
+                               palette=label_set.palette)
 
 
 class Evaluator:
@@ -219,10 +222,11 @@ class Evaluator:
         preds = _local_rows(pred)
         for i, name in enumerate(names):
           if save:
-            _save_prediction(pred_dir, name, preds[i])
+            _save_prediction(pred_dir, name, preds[i], self.num_classes)
           if len(grid_rows) < num_grid:
             row = [transforms.denormalize(images[i], self.eval_set.normalization),
-                   labels_lib.colorize(host_batch['label'][i]), labels_lib.colorize(preds[i])]
+                   labels_lib.colorize(host_batch['label'][i], self.num_classes),
+                   labels_lib.colorize(preds[i], self.num_classes)]
             for tile, kind in zip(row, GRID_TILES):
               Image.fromarray(tile).save(os.path.join(grid_dir, f'{name}_{kind}.png'))
             grid_rows.append(row)
@@ -243,7 +247,7 @@ class Evaluator:
       with open(os.path.join(out_dir, METRICS_FILE), 'w') as f:
         json.dump(result, f, indent=2, allow_nan=False)  # Undefined scores are null.
       if grid_rows:
-        grid = labelled_grid(grid_rows, GRID_TITLES)
+        grid = labelled_grid(grid_rows, GRID_TITLES, self.num_classes)
         Image.fromarray(grid).save(os.path.join(out_dir, 'grid.png'))
     subset_text = ''.join(f', {name} {metrics_lib.format_score(result[name])}' for name in subsets)
     logging.info('evaluation of %s on %d images: mIoU %.2f%s, pixel acc %.2f', spec['arch'],

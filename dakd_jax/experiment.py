@@ -174,8 +174,7 @@ def run_pipeline(config, plan, workdir):
   evaluator = make_evaluator(config)
   also = {d: make_evaluator(config, d) for d in config.eval.also}
   records = [run_stage(config, stage, evaluator, workdir, also) for stage in plan]
-  write_results(workdir, records, labels_lib.class_names(config.num_classes),
-                tuple(labels_lib.subset_means(config.num_classes)))
+  write_results(workdir, records, config.num_classes)
   if also and jax.process_index() == 0:
     table = continual.format_table(records, (config.eval.dataset, *also))
     print(table, flush=True)
@@ -194,10 +193,12 @@ def result_rows(records):
   return rows
 
 
-def write_results(workdir, records, class_names=labels_lib.CLASS_NAMES, subset_means=()):
-  """The Table-1-shaped text table (with the label set's subset means), results.json and the
-  picture grid (process 0)."""
-  table = metrics_lib.format_results_table(result_rows(records), class_names, subset_means)
+def write_results(workdir, records, num_classes):
+  """The Table-1-shaped text table of the `num_classes` label set (with its subset means),
+  results.json and the picture grid (process 0)."""
+  table = metrics_lib.format_results_table(result_rows(records),
+                                           labels_lib.class_names(num_classes),
+                                           tuple(labels_lib.subset_means(num_classes)))
   print(table, flush=True)
   if jax.process_index() != 0:
     return
@@ -207,12 +208,12 @@ def write_results(workdir, records, class_names=labels_lib.CLASS_NAMES, subset_m
     json.dump({r['stage']: {'row': r['row'], 'metrics': r['metrics'], 'oracle': r['oracle']}
                for r in records}, f, indent=2)
   grid = results_grid([stages_lib.stage_dir(workdir, r['stage']) for r in records],
-                      [r['row'] for r in records])
+                      [r['row'] for r in records], num_classes)
   if grid is not None:
     Image.fromarray(grid).save(os.path.join(workdir, GRID_FILE))
 
 
-def results_grid(stage_dirs, row_names):
+def results_grid(stage_dirs, row_names, num_classes):
   """Rows: input | ground truth | prediction of every stage, for the evaluated grid images; the
   header names each column (the stages by their table rows), the legend names the classes."""
   grid_dirs = [os.path.join(d, 'eval', evaluate_lib.GRID_SUBDIR) for d in stage_dirs]
@@ -224,7 +225,8 @@ def results_grid(stage_dirs, row_names):
   rows = [[read(grid_dirs[0], n, 'input'), read(grid_dirs[0], n, 'label')]
           + [read(d, n, 'pred') for d in grid_dirs] for n in names]
   titles = evaluate_lib.GRID_TITLES[:2] + tuple(row_names)
-  return evaluate_lib.labelled_grid(rows, titles, tile_width=192) if rows else None
+  return (evaluate_lib.labelled_grid(rows, titles, num_classes, tile_width=192) if rows
+          else None)
 
 
 def run(config, workdir):

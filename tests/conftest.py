@@ -96,8 +96,8 @@ TINY_STUDENT = {"arch": "drn_d_22", "num_classes": 19,
 
 
 @pytest.fixture(scope="session")
-def tiny_student_dir(tmp_path_factory):
-  """A variables directory of the tiny config's DRN-D-22 student (spec `TINY_STUDENT`).
+def random_network_dir(tmp_path_factory):
+  """`make(spec)`: a variables directory of the DRN of `spec` (like `TINY_STUDENT`).
 
   Drawn in NumPy from DRN's initial distribution (conv kernels N(0, 2 / (k * k * C_out)), BN
   statistics of a unit normal), which skips compiling the initialiser; its predictions already
@@ -106,17 +106,26 @@ def tiny_student_dir(tmp_path_factory):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from dakd_jax import models, networks  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
 
-  def draw(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      k_h, k_w, _, c_out = leaf.shape
-      return rng.normal(0.0, np.sqrt(2.0 / (k_h * k_w * c_out)), leaf.shape).astype(np.float32)
-    return np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, np.float32)
+  def make(spec):
+    rng = np.random.default_rng(0)
 
-  shapes = models.abstract_variables(TINY_STUDENT["arch"], TINY_STUDENT["num_classes"],
-                                     **TINY_STUDENT["options"])
-  directory = str(tmp_path_factory.mktemp("tiny_student"))
-  networks.save_network(directory, TINY_STUDENT, jax.tree_util.tree_map_with_path(draw, shapes))
-  return directory
+    def draw(path, leaf):
+      name = path[-1].key
+      if name == "kernel":
+        k_h, k_w, _, c_out = leaf.shape
+        return rng.normal(0.0, np.sqrt(2.0 / (k_h * k_w * c_out)), leaf.shape).astype(np.float32)
+      return np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, np.float32)
+
+    shapes = models.abstract_variables(spec["arch"], spec["num_classes"], **spec["options"])
+    directory = str(tmp_path_factory.mktemp(f"{spec['arch']}_{spec['num_classes']}"))
+    networks.save_network(directory, spec, jax.tree_util.tree_map_with_path(draw, shapes))
+    return directory
+
+  return make
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(random_network_dir):
+  """A variables directory of the tiny config's DRN-D-22 student (spec `TINY_STUDENT`)."""
+  return random_network_dir(TINY_STUDENT)

@@ -50,6 +50,20 @@ def test_colorize():
   np.testing.assert_array_equal(out, [[[128, 64, 128], [0, 0, 142]], [[119, 11, 32], [0, 0, 0]]])
 
 
+def test_each_label_set_colours_its_own_classes():
+  """SYNTHIA-16 keeps every class's Cityscapes colour (its sky is Cityscapes' sky, not fence's
+  colour at the same index); MuHDi's 7 super-classes take the first 7 Cityscapes colours."""
+  sixteen = labels.label_set(16)
+  sky = sixteen.names.index('sky')
+  np.testing.assert_array_equal(labels.colorize(np.array([sky, 255]), 16),
+                                [labels.PALETTE[labels.CLASS_NAMES.index('sky')], [0, 0, 0]])
+  for classes in (7, 16, 19):
+    palette = labels.label_set(classes).palette
+    assert palette.shape == (classes, 3) and len({tuple(c) for c in palette}) == classes
+  np.testing.assert_array_equal(labels.colorize(np.arange(8), 7)[:7], labels.PALETTE[:7])
+  assert labels.colorize(np.array([7]), 7).tolist() == [[0, 0, 0]]
+
+
 def test_synthia_protocols():
   names = labels.CLASS_NAMES
   assert names[labels.SYNTHIA_ID_TO_TRAIN_ID[3]] == 'road'

@@ -166,3 +166,27 @@ def test_bad_usage_is_one_line_and_exit_status_2(tiny_student_dir, tmp_path, mon
   assert capsys.readouterr().err.splitlines() == [
       "python -m dakd_jax.predict: error: argument --input-size: '512': expected H,W (two "
       'positive integers)']
+
+
+def test_a_7_class_network_gets_its_own_colours_and_no_cityscapes_ids(random_network_dir,
+                                                                      tmp_path):
+  """MuHDi's 7 super-classes: colour PNGs in the 7-class palette; label ids (Cityscapes'
+  19-class ids) are left out by default and refused when asked for."""
+  spec = {'arch': 'drn_d_22', 'num_classes': 7, 'options': {'width': 1 / 16, 'aux_tap': 'layer6'}}
+  model = random_network_dir(spec)
+  image = np.random.default_rng(0).integers(0, 256, (40, 72, 3), np.uint8)
+  Image.fromarray(image).save(tmp_path / 'frame.png')
+  out = tmp_path / 'out'
+  predict._main(predict._parser().parse_args(
+      ['--model', model, '--input', str(tmp_path / 'frame.png'), '--out', str(out),
+       '--input-size', '40,72']))
+  assert sorted(os.listdir(out)) == ['color', 'overlay', 'train_ids']
+  ids = _png(out / 'train_ids' / 'frame.png')
+  assert ids.max() < 7
+  palette = labels.label_set(7).palette
+  np.testing.assert_array_equal(_png(out / 'color' / 'frame.png'), palette[ids])
+  with pytest.raises(errors.UserError, match='^--outputs label_ids: Cityscapes label ids need a '
+                     'network of 19 classes'):
+    predict._main(predict._parser().parse_args(
+        ['--model', model, '--input', str(tmp_path / 'frame.png'), '--out', str(out),
+         '--outputs', 'label_ids']))

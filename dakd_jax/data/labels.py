@@ -133,10 +133,11 @@ SUPER_LABEL_SPACE_LUTS = {
 }
 
 
-def colorize(train_ids: np.ndarray) -> np.ndarray:
-  """Colours a train-id map [..., H, W] into RGB uint8 [..., H, W, 3]; ignore (>= 19) is black."""
+def colorize(train_ids: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """Colours a class map [..., H, W] of the `num_classes` label set into RGB uint8
+  [..., H, W, 3] with that set's palette; ignore (>= num_classes) is black."""
   table = np.zeros((256, 3), dtype=np.uint8)
-  table[:NUM_CLASSES] = PALETTE
+  table[:num_classes] = label_set(num_classes).palette
   return table[np.clip(train_ids, 0, 255).astype(np.int64)]
 
 
@@ -145,12 +146,13 @@ def to_label_ids(train_ids: np.ndarray) -> np.ndarray:
   return TRAIN_ID_TO_ID[train_ids]
 
 
-def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """Blends the colour prediction over the image: uint8 RGB [H, W, 3] and train ids [H, W] ->
+def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5,
+            num_classes: int = NUM_CLASSES) -> np.ndarray:
+  """Blends the colour prediction over the image: uint8 RGB [H, W, 3] and class ids [H, W] ->
   uint8 RGB [H, W, 3], `(1 - alpha) * image + alpha * colour` (rounded); ignore keeps the image."""
-  colour = colorize(train_ids).astype(np.float32)
+  colour = colorize(train_ids, num_classes).astype(np.float32)
   blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
-  blend = np.where((train_ids < NUM_CLASSES)[..., None], blend, image)
+  blend = np.where((train_ids < num_classes)[..., None], blend, image)
   return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
@@ -192,20 +194,30 @@ class LabelSet(typing.NamedTuple):
   Attributes:
     names: the class names, in output order.
     luts: {stored label space: 256-entry uint8 lookup to this set's ids (255 = ignore)}.
+    palette: [len(names), 3] uint8 RGB colours of the classes (prediction PNGs, grid legend).
     subset_means: {metric name: class indices}; the evaluation reports each as the mean of those
       classes' IoUs next to the mIoU over all of them (SYNTHIA-16's 13-class mIoU*).
   """
   names: tuple[str, ...]
   luts: dict[str, np.ndarray]
+  palette: np.ndarray
   subset_means: dict[str, tuple[int, ...]] = {}
 
 
-# Classes -> label set. Colours: the first `classes` of PALETTE (the official 7-class palette is
-# the Cityscapes one).
+def _cityscapes_colours(names: typing.Sequence[str]) -> np.ndarray:
+  """[len(names), 3] the Cityscapes colours of Cityscapes class names (SYNTHIA-16 keeps them)."""
+  return PALETTE[[CLASS_NAMES.index(n) for n in names]]
+
+
+# Classes -> label set. MuHDi's 7 super-classes are coloured with the first 7 Cityscapes colours,
+# as its official palette does.
 LABEL_SETS = {
-    NUM_CLASSES: LabelSet(CLASS_NAMES, {**LABEL_SPACE_LUTS, 'synthia_id': SYNTHIA_ID_TO_TRAIN_ID}),
-    len(SUPER_CLASS_NAMES): LabelSet(SUPER_CLASS_NAMES, SUPER_LABEL_SPACE_LUTS),
+    NUM_CLASSES: LabelSet(CLASS_NAMES, {**LABEL_SPACE_LUTS, 'synthia_id': SYNTHIA_ID_TO_TRAIN_ID},
+                          PALETTE),
+    len(SUPER_CLASS_NAMES): LabelSet(SUPER_CLASS_NAMES, SUPER_LABEL_SPACE_LUTS,
+                                     PALETTE[:len(SUPER_CLASS_NAMES)]),
     len(SYNTHIA_16_CLASS_NAMES): LabelSet(SYNTHIA_16_CLASS_NAMES, SYNTHIA_16_LABEL_SPACE_LUTS,
+                                          _cityscapes_colours(SYNTHIA_16_CLASS_NAMES),
                                           {'miou_13': SYNTHIA_13_INDICES}),
 }
 

@@ -47,13 +47,14 @@ from dakd_jax.tools import cli
 from dakd_jax.tools import image_inputs
 
 DEFAULT_INPUT_SIZE = (512, 1024)
-# Output kind -> its image from (original RGB [H, W, 3], train ids [H, W]).
+# Output kind -> its image from (original RGB [H, W, 3], class ids [H, W], the network's classes).
 OUTPUTS = {
-    'train_ids': lambda rgb, pred: pred,
-    'label_ids': lambda rgb, pred: labels_lib.to_label_ids(pred),
-    'color': lambda rgb, pred: labels_lib.colorize(pred),
-    'overlay': lambda rgb, pred: labels_lib.overlay(rgb, pred),
+    'train_ids': lambda rgb, pred, classes: pred,
+    'label_ids': lambda rgb, pred, classes: labels_lib.to_label_ids(pred),
+    'color': lambda rgb, pred, classes: labels_lib.colorize(pred, classes),
+    'overlay': lambda rgb, pred, classes: labels_lib.overlay(rgb, pred, num_classes=classes),
 }
+CITYSCAPES_ONLY = ('label_ids',)  # Cityscapes label ids exist for the 19 train classes only.
 _READ_AHEAD = 8  # Images decoded and preprocessed ahead of the device, per reader thread.
 
 
@@ -124,12 +125,13 @@ def _read_ahead(load, items: Iterable[image_inputs.Item], pool, depth: int) -> I
 
 
 def write_outputs(out_dir: str, name: str, rgb: np.ndarray, pred: np.ndarray,
-                  kinds: Sequence[str]) -> None:
-  """Writes `<out_dir>/<kind>/<name>.png` for each output kind."""
+                  kinds: Sequence[str], num_classes: int = labels_lib.NUM_CLASSES) -> None:
+  """Writes `<out_dir>/<kind>/<name>.png` for each output kind; colours are those of the
+  `num_classes` label set."""
   for kind in kinds:
     path = os.path.join(out_dir, kind, f'{name}.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(OUTPUTS[kind](rgb, pred)).save(path)
+    Image.fromarray(OUTPUTS[kind](rgb, pred, num_classes)).save(path)
 
 
 def _wait(futures: collections.deque, keep: int) -> None:
@@ -159,7 +161,7 @@ def predict_all(segmenter: Segmenter, items: Iterable[image_inputs.Item], out_di
       group = groups.pop(key)
       for loaded, pred in zip(group, segmenter([g.network_input for g in group], key[1])):
         writes.append(writers.submit(write_outputs, out_dir, loaded.item.name, loaded.rgb, pred,
-                                     kinds))
+                                     kinds, segmenter.spec['num_classes']))
       bar.update(len(group))
       _wait(writes, 2 * segmenter.batch_size)
       return len(group)
@@ -199,21 +201,31 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--normalization', choices=('caffe', 'imagenet'), default='caffe')
   parser.add_argument('--batch-size', type=int, default=4,
                       help='images per step (rounded up to the local device count)')
-  parser.add_argument('--outputs', default=','.join(OUTPUTS),
-                      help='comma-separated subset of %(default)s')
+  parser.add_argument('--outputs', default=None,
+                      help=f'comma-separated subset of {",".join(OUTPUTS)} (default: all of them; '
+                      'label_ids only for 19-class networks)')
   parser.add_argument('--compute-dtype', choices=('float32', 'bfloat16'), default='float32')
   parser.add_argument('--threads', type=int, default=2, help='decoding and writing threads each')
   return parser
 
 
 def _main(args: argparse.Namespace) -> int:
-  cli.model_spec(args.model)
+  spec = cli.model_spec(args.model)
   input_size = args.input_size
+  cityscapes = spec['num_classes'] == labels_lib.NUM_CLASSES
+  if args.outputs is None:
+    args.outputs = ','.join(k for k in OUTPUTS if cityscapes or k not in CITYSCAPES_ONLY)
   kinds = [k for k in args.outputs.split(',') if k]
   unknown = sorted(set(kinds) - set(OUTPUTS))
   if unknown or not kinds:
     raise errors.UserError(f'--outputs {args.outputs}: expected a comma-separated subset of '
                            f'{",".join(OUTPUTS)}')
+  cityscapes_only = [k for k in kinds if k in CITYSCAPES_ONLY]
+  if cityscapes_only and not cityscapes:
+    raise errors.UserError(
+        f'--outputs {",".join(cityscapes_only)}: Cityscapes label ids need a network of '
+        f'{labels_lib.NUM_CLASSES} classes; {args.model} has {spec["num_classes"]} (use '
+        f'train_ids, color or overlay)')
   if args.batch_size < 1 or args.threads < 1:
     raise errors.UserError('--batch-size and --threads: expected positive integers')
   items, total = image_inputs.find_inputs(args.input)
