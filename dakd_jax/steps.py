@@ -35,23 +35,22 @@ class StepProgram:
     method: the stage's method (its options are static).
     network: the trained segmentation module, `{'aux', 'main'}` logits at stride 8.
     network_tx: the network's optimiser.
-    players: `{name: module}` of the players the method declares.
+    players: `{name: base.Player}`, the players the method declares (module and mode).
     player_txs: `{name: optimiser}`, same keys.
     frozen: `{name: module}` of the frozen networks the method needs (e.g. 'teacher').
     learning_rates: step -> `{name: lr}` for logging, or None.
-    training_players: names of the players applied in training mode (`base.Player.train`).
   """
   method: base.Method
   network: Any
   network_tx: optax.GradientTransformation
-  players: Mapping[str, Any]
+  players: Mapping[str, base.Player]
   player_txs: Mapping[str, optax.GradientTransformation]
   frozen: Mapping[str, Any]
   learning_rates: Callable[[jax.Array], dict] | None = None
-  training_players: frozenset[str] = frozenset()
 
   def player_call(self, name: str, variables) -> base.PlayerCall:
-    return base.PlayerCall(self.players[name], variables, name in self.training_players)
+    player = self.players[name]
+    return base.PlayerCall(player.module, variables, player.train)
 
 
 def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key):

@@ -121,8 +121,7 @@ def build_stage(stage, run, variables, mesh=None):
   player_txs = {name: optim.make_discriminator_optimizer(stage.optim, horizon) for name in players}
   program = steps.StepProgram(
       method=stage.method, network=network, network_tx=network_tx,
-      players={name: p.module for name, p in players.items()}, player_txs=player_txs,
-      training_players=frozenset(name for name, p in players.items() if p.train),
+      players=players, player_txs=player_txs,
       frozen={role: networks_lib.create_segmentation_model(
           spec, run.frozen_dtype or run.compute_dtype)
               for role, spec in stage.frozen_networks.items()},

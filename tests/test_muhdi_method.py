@@ -159,9 +159,9 @@ def test_generic_step_trains_muhdi_heads_and_discriminators():
   x = jnp.zeros((1, 32, 64, 3))  # The discriminators need 32x64.
   net_vars = network.init(jax.random.PRNGKey(0), x)
   prev_vars = previous.init(jax.random.PRNGKey(1), x)
-  players = {name: p.module for name, p in method.players(C).items()}
-  player_vars = {name: m.init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 64, C)))
-                 for name, m in players.items()}
+  players = method.players(C)
+  player_vars = {name: p.module.init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 64, C)))
+                 for name, p in players.items()}
   tx = optax.sgd(0.1)
   program = steps.StepProgram(method=method, network=network, network_tx=tx, players=players,
                               player_txs={k: optax.adam(1e-3) for k in players},
