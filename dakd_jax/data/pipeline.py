@@ -16,7 +16,7 @@ import logging
 import os
 import pathlib
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import grain
 import jax
@@ -91,7 +91,9 @@ class EvalSet:
       resolution (the standard protocol; DAKD's `eval_cs.py` scored at 512x1024).
     num_images: the first n images in file order, -1 = all.
     num_classes: as in `Stream`.
+    skip_unreadable: always False: evaluation never leaves an example out.
   """
+  skip_unreadable: ClassVar[bool] = False
   dataset: str
   root: str
   split: str = 'val'
@@ -168,7 +170,7 @@ def check(data: Stream | EvalSet, data_dir) -> None:
   source, builder_cls = _data_source(data, data_dir)
   if not len(source):  # pylint: disable=g-explicit-length-test
     raise errors.UserError(f'{data.dataset}: split {data.split!r} under {data.root} is empty')
-  if not getattr(data, 'skip_unreadable', False):
+  if not data.skip_unreadable:
     transforms.Decode(allow_size_mismatch=builder_cls.ALLOW_SIZE_MISMATCH).map(source[0])
 
 
