@@ -82,13 +82,16 @@ def load_network(directory, expected_arch=None, reference=None):
   Args:
     directory: written by `save_network` or `dakd_jax.tools.convert`.
     expected_arch: if given, the architecture the caller needs (one-line error otherwise).
-    reference: if given, variables of the target model; shapes must match exactly.
+    reference: if given, variables of the target model: its collections are read (e.g. a
+      spectral-norm discriminator's power-iteration vectors), and shapes must match exactly.
+      Without it, the inference collections `params` and `batch_stats` are read.
   """
   spec = read_model_spec(directory)
   if expected_arch is not None and spec['arch'] != expected_arch:
     raise errors.UserError(f'{directory}: holds a {spec["arch"]} but {expected_arch} was expected')
   variables = checkpointing.load_variables(os.path.join(directory, VARIABLES_SUBDIR))
-  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  wanted = tuple(reference) if reference is not None else ('params', 'batch_stats')
+  variables = {k: v for k, v in variables.items() if k in wanted}
   if reference is not None:
     got = jax.tree.map(lambda x: tuple(x.shape), variables)
     want = jax.tree.map(lambda x: tuple(x.shape), dict(reference))

@@ -66,6 +66,24 @@ def test_skd_options_terms_and_player():
       methods.create('skd', options)
 
 
+def test_players_directory_keeps_the_power_iteration_vectors(tmp_path):
+  """A stage that starts its players from another's (`players='stage:<name>'`) gets the SKD
+  critic's `spectral` (u, v) back with its weights; inference reads of the same directory
+  (`reference` not given) keep params and batch_stats only."""
+  player = methods.create('skd', {}).players(19)[skd.DISCRIMINATOR]
+  shapes = jax.eval_shape(player.module.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 19)))
+  rng = np.random.default_rng(0)
+  saved = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
+  assert 'spectral' in saved
+  directory = str(tmp_path / skd.DISCRIMINATOR)
+  networks_lib.save_network(directory, player.spec, saved)
+  _, loaded = networks_lib.load_network(directory, reference=shapes)
+  assert set(loaded) == set(saved)
+  jax.tree.map(np.testing.assert_array_equal, loaded, saved)
+  _, inference = networks_lib.load_network(directory)
+  assert set(inference) == set(saved) & {'params', 'batch_stats'}
+
+
 def test_skd_network_terms_values():
   method = methods.create('skd', {'lambda_d': 0.0, 'pool_scale': 0.5})
   rng = np.random.default_rng(0)
