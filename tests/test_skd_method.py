@@ -14,6 +14,7 @@ import pytest
 from dakd_jax import checkpointing
 from dakd_jax import experiment
 from dakd_jax import methods
+from dakd_jax import models
 from dakd_jax import networks as networks_lib
 from dakd_jax import stages as stages_lib
 from dakd_jax import steps
@@ -82,6 +83,25 @@ def test_players_directory_keeps_the_power_iteration_vectors(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, loaded, saved)
   _, inference = networks_lib.load_network(directory)
   assert set(inference) == set(saved) & {'params', 'batch_stats'}
+
+
+def test_teacher_in_train_mode_draws_its_dropout_from_the_step_key():
+  """`teacher_bn='train'` with a PSPNet teacher (dropout before its classifiers; the R18 one
+  compiles fastest): the teacher runs with batch statistics and dropout keyed by the step, so
+  two keys differ and one key repeats; in eval mode (SKD's) the outputs do not depend on it."""
+  teacher = models.create_model('pspnet_r18', 19, width=1 / 8)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  variables = jax.jit(teacher.init)(jax.random.PRNGKey(1), images)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def outputs(mode, seed):
+    frozen = {'teacher': base.FrozenNetwork(teacher, variables)}
+    return methods.create('skd', {'teacher_bn': mode}).frozen_outputs(
+        frozen, {'source_image': images, 'rng': jax.random.PRNGKey(seed)})['main']
+
+  np.testing.assert_array_equal(outputs('train', 2), outputs('train', 2))
+  assert np.abs(outputs('train', 2) - outputs('train', 3)).max() > 1e-3
+  np.testing.assert_array_equal(outputs('eval', 2), outputs('eval', 3))
 
 
 def test_skd_network_terms_values():

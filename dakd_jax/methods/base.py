@@ -128,16 +128,19 @@ class FrozenNetwork:
   """A frozen network bound to its variables: `__call__(images) -> outputs at input size`.
 
   No gradient ever reaches it. `train=True` normalises with the batch's statistics (the released
-  DAKD teacher, never put in eval mode) without keeping the updated running statistics.
+  DAKD teacher, never put in eval mode) without keeping the updated running statistics, and
+  applies dropout with the key `rng` (needed by networks with dropout, e.g. PSPNet).
   """
   module: nn.Module
   variables: Any
 
-  def __call__(self, images: jax.Array, *, train: bool = False,
-               features: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, *, train: bool = False, features: bool = False,
+               rng: jax.Array | None = None) -> dict[str, jax.Array]:
     module = with_features(self.module) if features else self.module
     if train:
-      outputs, _ = module.apply(self.variables, images, train=True, mutable=['batch_stats'])
+      rngs = {'dropout': rng} if rng is not None else None
+      outputs, _ = module.apply(self.variables, images, train=True, mutable=['batch_stats'],
+                                rngs=rngs)
     else:
       outputs = module.apply(self.variables, images, train=False)
     return jax.lax.stop_gradient(at_input_size(outputs, images.shape[1:3]))

@@ -115,8 +115,9 @@ class DAKD(base.Method):
     """The teacher's outputs at input size on each distilled domain's images."""
     teacher = frozen['teacher']
     return {domain: teacher(batch[f'{domain}_image'], train=self.teacher_bn == 'train',
-                            features=self.teacher_features)
-            for domain, scale in self.scales.items() if scale}
+                            features=self.teacher_features,
+                            rng=jax.random.fold_in(batch['rng'], 1 + i))  # A teacher's dropout.
+            for i, (domain, scale) in enumerate(self.scales.items()) if scale}
 
   def network_terms(self, outputs, batch, players, frozen_outputs):
     adaptation_terms, player_inputs = self.adaptation.network_terms(

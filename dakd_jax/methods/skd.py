@@ -148,8 +148,9 @@ class SKD(StructuredTerms, base.Method):
     return self.player(num_classes)
 
   def frozen_outputs(self, frozen, batch):
+    # In train mode the teacher's dropout draws from its own key (the terms use batch['rng']).
     return frozen['teacher'](batch['source_image'], train=self.teacher_bn == 'train',
-                             features=self.needs_features)
+                             features=self.needs_features, rng=jax.random.fold_in(batch['rng'], 1))
 
   def network_terms(self, outputs, batch, players, frozen_outputs):
     source = outputs['source']
