@@ -253,9 +253,12 @@ def build(config, name, workdir, order):
     raise errors.UserError(
         f'config.{key}.schedule_steps: expected 0 (= num_steps) or a poly horizon '
         f'>= num_steps={cfg.num_steps} >= 1, got {cfg.schedule_steps!r}')
-  if set(cfg.frozen) != set(method.frozen):
+  # An empty entry for a role the method does not need is left out (a config's default input
+  # that an option switched off, e.g. the translator stage's 'vgg' with lambda_percep=0).
+  frozen = {role: ref for role, ref in cfg.frozen.items() if ref or role in method.frozen}
+  if set(frozen) != set(method.frozen):
     raise errors.UserError(f'config.{key}.frozen: method {method.name!r} needs exactly '
-                           f'{sorted(method.frozen)}, got {sorted(cfg.frozen)}')
+                           f'{sorted(method.frozen)}, got {sorted(frozen)}')
   trained = cfg.trained
   if trained and not os.path.isdir(trained):
     raise errors.UserError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
@@ -275,9 +278,9 @@ def build(config, name, workdir, order):
       schedule_steps=cfg.schedule_steps or cfg.num_steps,
       optim=optim.OptimSpec(**cfg.optim.to_dict()), init=init,
       frozen={role: resolve.output(f'{key}.frozen.{role}', ref, name)
-              for role, ref in cfg.frozen.items()},
+              for role, ref in frozen.items()},
       frozen_networks={role: _without_record(resolve.network(f'{key}.frozen.{role}', ref, name))
-                       for role, ref in cfg.frozen.items()},
+                       for role, ref in frozen.items()},
       players=resolve.players(f'{key}.players', cfg.players, name) if cfg.players else '',
       trained=trained)
 
