@@ -4,12 +4,15 @@ Update order (AdaptSegNet / ADVENT / DAKD official code, method.md §1.2): the n
 taken through the *current* players (discriminators), each player's gradient on gradient-stopped
 predictions of the *current* network; then every optimiser steps. Both gradients therefore come
 from the pre-update weights. This is neither MAGVIT's single-VJP simultaneous game on shared
-outputs nor an alternating G-then-D step on updated weights: it is the official order.
+outputs nor an alternating G-then-D step on updated weights: it is the official order. A method
+declaring `players_first` (DiGA's translator script, as CycleGAN/MUNIT) gets that alternating
+order instead: the players step first on the current network's gradient-stopped outputs
+(`Method.player_inputs`), then the network's gradient is taken through the updated players.
 
 What is computed is the method's business (`dakd_jax.methods`): the step forwards the network on
-the images the method's `prepare` names (by default the source batch and, if the method uses it,
-the target batch; BatchNorm statistics updated in that order, as two torch forwards would),
-upsamples the logits to the input size, and asks the method for the weighted loss terms and the
+the images the method's `prepare` names with the method's `forward` (by default the source batch
+and, if the method uses it, the target batch; BatchNorm statistics updated in that order, as two
+torch forwards would; the logits upsampled to the input size), and asks the method for the weighted loss terms and the
 players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
 
 Shapes: images `[N, H, W, 3]` float32 (normalised), labels `[N, H, W]` int32 (255 = ignore).
