@@ -1,15 +1,23 @@
-"""GTA5 -> Cityscapes with DiGA (Shen et al., CVPR 2023; method.md §6): the distillation warm-up
-with CrDoMix, then two rounds of self-training, each round's labeler the previous network.
+"""GTA5 -> Cityscapes with DiGA (Shen et al., CVPR 2023; method.md §6): the image translator,
+the distillation warm-up with CrDoMix, then two rounds of self-training, each round's labeler the
+previous network.
 
   python -m dakd_jax.main --config configs/diga_gta2cs.py --workdir runs/diga_gta2cs \
     --config.roots.gta5=/data/GTA5 --config.roots.cityscapes=/data/cityscapes \
-    --config.networks.diga.init=weights/diga_init \
-    --config.translator=weights/diga_translator
+    --config.networks.diga.init=weights/diga_init --config.vgg19=weights/vgg19
 
-`weights/diga_translator` comes from DiGA's released translator halves:
+trains the translator first (stage `translator`, `train_domain_translator.py`: Adam 1e-4 with
+betas (0.5, 0.999), poly 0.9, 50,000 steps, 2 images per domain cropped to 512x896); every later
+stage mixes with it (`config.translator`, 'stage:translator'). `weights/vgg19` is torchvision's
+ImageNet VGG-19 for the perceptual term (not downloaded here):
+  python -m dakd_jax.tools.convert --model vgg19_features --torch-checkpoint vgg19-dcbb9e9d.pth \
+    --out weights/vgg19
+(`--config.stages.translator.options.lambda_percep=0` trains without it, a deviation). To use
+DiGA's released translator instead, skip the stage:
   python -m dakd_jax.tools.convert --model diga_translator --torch-checkpoint enc_s.pth \
     --decoder-checkpoint dec_s2t.pth --out weights/diga_translator
-and `weights/diga_init` from a DiGA SegModel state dict (`--model diga_deeplabv2_r101`).
+  ... --config.translator=weights/diga_translator --config.pipeline=warmup,selftrain1,selftrain2
+`weights/diga_init` comes from a DiGA SegModel state dict (`--model diga_deeplabv2_r101`).
 
 Official settings kept: SGD 2.5e-4 with the head at x10, momentum 0.9, weight decay 5e-4, poly 0.9,
 80,000 steps per stage; inputs Caffe-normalised / 128; random rescale in [0.7, 1] per axis,
@@ -29,6 +37,12 @@ from dakd_jax import config as config_lib
 SIZE = (720, 1280)  # Streams resized to this before the random rescale and the crop.
 CROP = (512, 896)
 DEVIATIONS = 'one size per stream (official: 1 + 2 images at two sizes); full GTA5 list'
+# The translator script's low-resolution loaders (its other image per domain is at full size).
+TRANSLATOR_SIZES = {'gta5': (720, 1280), 'cityscapes': (512, 1024)}
+TRANSLATOR_DEVIATIONS = (
+    'one size per stream, 2 images: GTA5 720x1280, Cityscapes 512x1024 (official: 1 image at '
+    'that size + 1 at full resolution, 1052x1914 / 1024x2048, per domain); full GTA5 list; '
+    'weight decay 5e-4 declared by the script but not given to Adam: none here either')
 
 
 def stream(dataset, size=SIZE, rescale=True):
@@ -48,8 +62,12 @@ def get_config():
   config = config_lib.base_config()
   config.normalization = 'diga'
   config.networks.diga = config_lib.network_config('diga_deeplabv2_r101')
-  # The converted translator (variables directory) every DiGA stage mixes with.
-  config.translator = ml_collections.FieldReference('', field_type=str)
+  config.networks.translator = config_lib.network_config('diga_cycle_translator')
+  # The translator every DiGA stage mixes with: the translator stage's, or a converted one
+  # (variables directory of DiGA's enc_s.pth + dec_s2t.pth).
+  config.translator = ml_collections.FieldReference('stage:translator', field_type=str)
+  # torchvision's VGG-19 converted (`--model vgg19_features`): the perceptual term's network.
+  config.vgg19 = ml_collections.FieldReference('', field_type=str)
   config.eval.dataset = 'cityscapes'
   config.eval.input_size = (1024, 2048)
   config.eval.scales = (1.0, 0.5)  # 2-scale max fusion at full resolution (evaluate_val.py).
@@ -57,6 +75,14 @@ def get_config():
       source=stream('gta5'), target=stream('cityscapes'), batch_size=batch_size,
       num_steps=80_000, optim=config_lib.optim_config(lr=2.5e-4, head_lr_mult=10.0))
   stages = config.stages
+  stages.translator = config_lib.stage_config(
+      'diga_translator', 'translator', row='DiGA image translator',
+      source=stream('gta5', TRANSLATOR_SIZES['gta5'], rescale=False),
+      target=stream('cityscapes', TRANSLATOR_SIZES['cityscapes'], rescale=False), batch_size=2,
+      num_steps=50_000, optim=config_lib.optim_config(
+          lr=1e-4, d_lr=1e-4, optimizer='adam', betas=(0.5, 0.999), weight_decay=0.0),
+      frozen={'vgg': config.get_ref('vgg19')},
+      reference='DiGA train_domain_translator.py', deviations=TRANSLATOR_DEVIATIONS)
   stages.warmup = config_lib.stage_config(
       'diga_warmup', 'diga', row='DiGA warm-up (distil + CrDoMix)', **common(3),
       frozen={'translator': config.get_ref('translator')},
@@ -69,7 +95,7 @@ def get_config():
         reference='DiGA train_DiGA_gta2city_self_training.py',
         deviations=DEVIATIONS + '; pseudo-labels of the frozen labeler computed per crop; '
         'centroids from running means (start_mean) instead of calc_centroids.py')
-  config.pipeline = ('warmup', 'selftrain1', 'selftrain2')
+  config.pipeline = ('translator', 'warmup', 'selftrain1', 'selftrain2')
   config.train.checkpoint_every = 5_000
   config.train.log_every = 100
   return config

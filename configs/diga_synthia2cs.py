@@ -3,11 +3,13 @@ stages of `configs/diga_gta2cs.py` with SYNTHIA as the source and a 16-class hea
 
   python -m dakd_jax.main --config configs/diga_synthia2cs.py --workdir runs/diga_synthia2cs \
     --config.roots.synthia=/data/RAND_CITYSCAPES --config.roots.cityscapes=/data/cityscapes \
-    --config.networks.diga.init=weights/diga_init \
-    --config.translator=weights/diga_translator_synthia
+    --config.networks.diga.init=weights/diga_init --config.vgg19=weights/vgg19
 
-The translator is the SYNTHIA one (`enc_s.pth` + `dec_s2t.pth` written by the official
-`domain_adaptation/Synthia/train_domain_translator.py`), converted as in `diga_gta2cs.py`.
+The `translator` stage trains the SYNTHIA -> Cityscapes translator as the official
+`domain_adaptation/Synthia/train_domain_translator.py` does (SYNTHIA at 760x1280,
+self-reconstruction weight 0.025 instead of GTA5's 0.001). A converted official SYNTHIA
+translator (`enc_s.pth` + `dec_s2t.pth`, as in `diga_gta2cs.py`) replaces it with
+`--config.translator=DIR --config.pipeline=warmup,selftrain1,selftrain2`.
 
 The 16 classes are DiGA's (SYNTHIA ids 3,4,2,21,5,7,15,9,6,1,10,17,8,19,12,11 -> 0..15); the
 Cityscapes labels are scored in them (terrain, truck and train ignored), and every evaluation
@@ -30,6 +32,7 @@ from configs import diga_gta2cs
 
 SOURCE_SIZE = (760, 1280)  # SYNTHIA's own size (the official `source_input_size`).
 NUM_CLASSES = 16
+TRANSLATOR_LAMBDA_SELF = 0.025  # The SYNTHIA translator script's (GTA5: 0.001).
 SHARED_DEVIATIONS = ('one size per stream (official: 1 + 3 or 1 + 2 images at 760x1280 and '
                      '1140x1920); DiGA CE instead of the official OHEM CE (0.7, 100k pixels)')
 WARMUP_DEVIATIONS = ('; strong-augmentation probabilities of GTA5 (official SYNTHIA: jitter 0.7, '
@@ -41,6 +44,12 @@ def get_config():
   config = diga_gta2cs.get_config()
   config.num_classes = NUM_CLASSES
   stages = config.stages
+  translator = stages.translator
+  translator.source = diga_gta2cs.stream('synthia', SOURCE_SIZE, rescale=False)
+  translator.options.lambda_self = TRANSLATOR_LAMBDA_SELF
+  translator.reference = 'DiGA domain_adaptation/Synthia/train_domain_translator.py'
+  translator.deviations = (translator.deviations.replace('GTA5 720x1280', 'SYNTHIA 760x1280')
+                           .replace('1052x1914', '1140x1920').replace('full GTA5 list; ', ''))
   warmup = stages.warmup
   warmup.source = diga_gta2cs.stream('synthia', SOURCE_SIZE, rescale=False)
   warmup.batch_size = 4

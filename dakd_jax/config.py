@@ -56,16 +56,25 @@ def stream_config(dataset, size, split='train'):
   return cfg
 
 
-def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam'):
+# Stage settings added after stage directories were first recorded (`stage_config.json`), with
+# the value that reproduces what a run recorded without them did: such a directory resumes when
+# the setting keeps that value.
+ADDED_STAGE_SETTINGS = {'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99]}
+
+
+def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam', optimizer='sgd',
+                 betas=(0.9, 0.99), weight_decay=5e-4):
   """A stage's optimisers: SGD for the network, Adam for the method's players (official values)."""
   cfg = ml_collections.ConfigDict()
-  cfg.lr = lr  # SGD base learning rate, poly-decayed.
-  cfg.momentum = 0.9
-  cfg.weight_decay = 5e-4  # Coupled into the gradient, as torch SGD does.
+  cfg.optimizer = optimizer  # The network's: 'sgd' | 'adam' (DiGA's translator).
+  cfg.lr = lr  # Base learning rate, poly-decayed.
+  cfg.momentum = 0.9  # SGD's.
+  cfg.weight_decay = weight_decay  # Coupled into the gradient, as torch SGD and Adam do.
   cfg.power = 0.9  # Poly exponent of every schedule.
   cfg.head_lr_mult = head_lr_mult  # Heads' lr multiplier (10 for DeepLab-v2 in AdaptSegNet).
   cfg.d_lr = d_lr  # Discriminators' learning rate, poly-decayed.
   cfg.d_optimizer = d_optimizer  # Discriminators' optimiser: 'adam' | 'sgd' (SKD).
+  cfg.betas = tuple(betas)  # (b1, b2) of every Adam of the stage (network and players).
   return cfg
 
 

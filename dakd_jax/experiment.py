@@ -1,7 +1,8 @@
 """What one command runs: the config's pipeline of stages (`mode=train`), or one evaluation.
 
 Every stage of `config.pipeline` runs in order in its own directory under the workdir: it trains
-(or, with `trained`, takes a given network), is evaluated on the target validation set, resumes
+(or, with `trained`, takes a given network), is evaluated on the target validation set (a stage
+training no segmentation network, DiGA's translator, is not: it has no row), resumes
 where it stopped and is skipped once `stage.json` exists (`dakd_jax/stages.py`). Every stage is
 checked before the first one starts. Results go to `<workdir>/results.md` (a table shaped like
 the paper's Table 1), `results.json` and `grid.png`.
@@ -25,6 +26,7 @@ from dakd_jax import continual
 from dakd_jax import errors
 from dakd_jax import evaluate as evaluate_lib
 from dakd_jax import metrics as metrics_lib
+from dakd_jax import models
 from dakd_jax import networks as networks_lib
 from dakd_jax import selection
 from dakd_jax import sharding
@@ -131,14 +133,21 @@ def stage_fields(config, name):
                           **{k: config[k] for k in RUN_FIELDS}})
 
 
+def is_scored(stage):
+  """Whether the stage's network is a segmentation network, evaluated on the target labels."""
+  return stage.network['arch'] in models.SEGMENTATION_NETWORKS
+
+
 def run_stage(config, stage, evaluator, workdir, also=None):
   """Trains (unless `stage.trained`) and evaluates one stage; skipped when complete.
 
-  `also`: `{dataset: evaluator}` of the further datasets it is evaluated on (`eval.also`).
+  `also`: `{dataset: evaluator}` of the further datasets it is evaluated on (`eval.also`). A
+  stage whose network segments nothing is trained only: its record's `metrics` is None.
   """
   directory = stages_lib.stage_dir(workdir, stage.name)
   longer = stages_lib.check_config_record(directory, stage.name, stage_fields(config, stage.name),
-                                          allow_longer=config.train.allow_longer)
+                                          allow_longer=config.train.allow_longer,
+                                          added=config_lib.ADDED_STAGE_SETTINGS)
   if stages_lib.is_complete(directory) and not longer:
     record = stages_lib.read_record(directory)
     logging.info('%s is complete (step %d): skipped', stage.name, record['step'])
@@ -149,11 +158,19 @@ def run_stage(config, stage, evaluator, workdir, also=None):
     export, step = stage.trained, -1
   else:
     run = run_settings(config)
-    evaluate = (lambda variables: evaluator(stage.network, variables)) if run.eval_every else None
+    evaluate = ((lambda variables: evaluator(stage.network, variables))
+                if run.eval_every and is_scored(stage) else None)
     export = train_lib.train(stage, run, directory, evaluate=evaluate, hparams={
         'stage': stage.name, **config.stages[stage.name].to_dict(),
         'run': dataclasses.asdict(run)})
     step = stage.num_steps
+  if not is_scored(stage):
+    record = {'stage': stage.name, 'row': stage.row, 'method': stage.method.name,
+              'network': stage.network['arch'], 'export': export, 'step': step, 'metrics': None,
+              'oracle': None, 'target': stage.target.dataset, 'init': stage.init,
+              'miou_by_dataset': {}}
+    stages_lib.mark_complete(directory, record)
+    return record
   spec, variables = networks_lib.load_network(export)
   metrics = evaluator(spec, variables, os.path.join(directory, 'eval'), checkpoint_step=step,
                       **eval_options)
@@ -174,9 +191,10 @@ def run_pipeline(config, plan, workdir):
   evaluator = make_evaluator(config)
   also = {d: make_evaluator(config, d) for d in config.eval.also}
   records = [run_stage(config, stage, evaluator, workdir, also) for stage in plan]
-  write_results(workdir, records, config.num_classes)
+  scored = [r for r in records if r['metrics'] is not None]
+  write_results(workdir, scored, config.num_classes)
   if also and jax.process_index() == 0:
-    table = continual.format_table(records, (config.eval.dataset, *also))
+    table = continual.format_table(scored, (config.eval.dataset, *also))
     print(table, flush=True)
     with open(os.path.join(workdir, CONTINUAL_TABLE), 'w') as f:
       f.write(table + '\n')

@@ -2,9 +2,11 @@
 
 Segmentation nets: SGD with momentum and weight decay coupled into the gradient, exactly as
 `torch.optim.SGD` (the momentum buffer holds un-scaled gradients; optax's trace-then-scale is the
-same recursion), with a poly learning rate set *before* each step. Parameter groups (body, heads,
+same recursion), with a poly learning rate set *before* each step; or, with `optimizer='adam'`
+(DiGA's translator), torch's Adam with its coupled L2 weight decay. Parameter groups (body, heads,
 frozen BatchNorm affine) are the network's own declaration (`models.parameter_groups`); the stage
-chooses only the rates. Discriminators: Adam with betas (0.9, 0.99) and the same poly decay.
+chooses only the rates. Discriminators: Adam with betas (0.9, 0.99) (the stage's `betas`) and the
+same poly decay.
 """
 
 import dataclasses
@@ -17,9 +19,9 @@ import optax
 from dakd_jax import errors
 from dakd_jax import models
 
-# Adam settings of every discriminator in AdaptSegNet/ADVENT/DAKD.
-_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.99, 1e-8
+_ADAM_EPS = 1e-8  # torch's default, added to the square root of the second moment.
 D_OPTIMIZERS = ('adam', 'sgd')
+NETWORK_OPTIMIZERS = ('sgd', 'adam')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,15 +29,18 @@ class OptimSpec:
   """The optimisers of one stage.
 
   Attributes:
-    lr: SGD base learning rate of the trained network (2.5e-4 in the released scripts).
+    lr: base learning rate of the trained network (SGD 2.5e-4 in the released scripts).
     momentum: SGD momentum (0.9).
-    weight_decay: coupled L2 weight decay (5e-4).
+    weight_decay: coupled L2 weight decay (5e-4), added to the gradient (SGD and Adam, as torch).
     power: exponent of the poly schedule (0.9), shared by every optimiser.
     head_lr_mult: learning-rate multiplier of the network's heads (1 = torch's single parameter
       group as in the DAKD scripts; 10 for DeepLab-v2 as in AdaptSegNet/ADVENT).
     d_lr: base learning rate of the discriminators' optimiser (1e-4).
     d_optimizer: 'adam' (AdaptSegNet/ADVENT/DAKD) | 'sgd' (SKD: the network's momentum and
       coupled weight decay).
+    optimizer: the trained network's optimiser, 'sgd' (segmentation) | 'adam' (DiGA's translator).
+    betas: (b1, b2) of every Adam of the stage ((0.9, 0.99): the AdaptSegNet/ADVENT/DAKD
+      discriminators; (0.5, 0.999): DiGA's translator and its discriminators).
   """
   lr: float = 2.5e-4
   momentum: float = 0.9
@@ -44,11 +49,18 @@ class OptimSpec:
   head_lr_mult: float = 1.0
   d_lr: float = 1e-4
   d_optimizer: str = 'adam'
+  optimizer: str = 'sgd'
+  betas: tuple[float, float] = (0.9, 0.99)
 
   def __post_init__(self):
-    if self.d_optimizer not in D_OPTIMIZERS:
-      raise errors.UserError(f'optim.d_optimizer: expected one of {D_OPTIMIZERS}, got '
-                             f'{self.d_optimizer!r}')
+    for key, value, valid in (('d_optimizer', self.d_optimizer, D_OPTIMIZERS),
+                              ('optimizer', self.optimizer, NETWORK_OPTIMIZERS)):
+      if value not in valid:
+        raise errors.UserError(f'optim.{key}: expected one of {valid}, got {value!r}')
+    betas = tuple(self.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+      raise errors.UserError(f'optim.betas: expected (b1, b2) in [0, 1), got {self.betas!r}')
+    object.__setattr__(self, 'betas', betas)
 
 
 def poly_schedule(base_lr: float, num_steps: int, power: float = 0.9) -> optax.Schedule:
@@ -70,9 +82,23 @@ def _coupled_sgd(schedule: optax.Schedule, momentum: float,
       optax.sgd(schedule, momentum=momentum or None))
 
 
+def _adam(spec: OptimSpec, schedule: optax.Schedule,
+          weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """torch's Adam (betas `spec.betas`, eps 1e-8) with coupled L2 `weight_decay`."""
+  adam = optax.adam(schedule, b1=spec.betas[0], b2=spec.betas[1], eps=_ADAM_EPS)
+  return optax.chain(optax.add_decayed_weights(weight_decay), adam) if weight_decay else adam
+
+
+def _network_optimizer(spec: OptimSpec, schedule: optax.Schedule) -> optax.GradientTransformation:
+  if spec.optimizer == 'adam':
+    return _adam(spec, schedule, spec.weight_decay)
+  return _coupled_sgd(schedule, spec.momentum, spec.weight_decay)
+
+
 def make_segmentation_optimizer(spec: OptimSpec, schedule_steps: int,
                                 labels: Any) -> optax.GradientTransformation:
-  """SGD(momentum, coupled WD) with poly lr, the head multiplier and frozen leaves.
+  """The trained network's optimiser (SGD with momentum and coupled WD, or Adam: `spec.optimizer`)
+  with poly lr, the head multiplier and frozen leaves.
 
   Args:
     spec: the stage's optimiser settings.
@@ -88,11 +114,9 @@ def make_segmentation_optimizer(spec: OptimSpec, schedule_steps: int,
     raise ValueError(f'head_lr_mult={spec.head_lr_mult} but the network declares no head '
                      'parameters')
   transforms = {
-      models.BODY: _coupled_sgd(poly_schedule(spec.lr, schedule_steps, spec.power),
-                                spec.momentum, spec.weight_decay),
-      models.HEAD: _coupled_sgd(
-          poly_schedule(spec.lr * spec.head_lr_mult, schedule_steps, spec.power),
-          spec.momentum, spec.weight_decay),
+      models.BODY: _network_optimizer(spec, poly_schedule(spec.lr, schedule_steps, spec.power)),
+      models.HEAD: _network_optimizer(
+          spec, poly_schedule(spec.lr * spec.head_lr_mult, schedule_steps, spec.power)),
       models.FROZEN: optax.set_to_zero(),
   }
   return optax.multi_transform(transforms, labels)
@@ -100,13 +124,12 @@ def make_segmentation_optimizer(spec: OptimSpec, schedule_steps: int,
 
 def make_discriminator_optimizer(spec: OptimSpec,
                                  schedule_steps: int) -> optax.GradientTransformation:
-  """Adam(b1=0.9, b2=0.99, eps=1e-8), no weight decay, lr `spec.d_lr` poly-decayed; or with
+  """Adam(`spec.betas`, eps=1e-8), no weight decay, lr `spec.d_lr` poly-decayed; or with
   `d_optimizer='sgd'` SGD with the stage's momentum and coupled weight decay (SKD)."""
   if spec.d_optimizer == 'sgd':
     return _coupled_sgd(poly_schedule(spec.d_lr, schedule_steps, spec.power), spec.momentum,
                         spec.weight_decay)
-  return optax.adam(poly_schedule(spec.d_lr, schedule_steps, spec.power),
-                    b1=_ADAM_B1, b2=_ADAM_B2, eps=_ADAM_EPS)
+  return _adam(spec, poly_schedule(spec.d_lr, schedule_steps, spec.power))
 
 
 def learning_rates(spec: OptimSpec, schedule_steps: int, step: jax.Array | int,

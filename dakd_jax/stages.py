@@ -116,7 +116,7 @@ def mark_complete(directory, record):
   _write_json(os.path.join(directory, STAGE_FILE), record)
 
 
-def check_config_record(directory, name, fields, *, allow_longer=False):
+def check_config_record(directory, name, fields, *, allow_longer=False, added=None):
   """Records the settings a stage runs with; refuses to reuse its directory with others.
 
   Args:
@@ -125,6 +125,8 @@ def check_config_record(directory, name, fields, *, allow_longer=False):
     fields: `{dotted key: JSON value}` of every setting that changes what the stage trains.
     allow_longer: accept a record that differs only by a smaller `num_steps`: training goes on
       to the new step count from the stage's last checkpoint.
+    added: `{dotted key: value}` of settings newer than some records: a record without the key
+      matches that value (`config.ADDED_STAGE_SETTINGS`).
 
   Returns:
     Whether the stage must train further than its record (only with `allow_longer`).
@@ -138,7 +140,7 @@ def check_config_record(directory, name, fields, *, allow_longer=False):
     _write_json(path, fields)
     return False
   with open(path) as f:
-    recorded = json.load(f)
+    recorded = {**(added or {}), **json.load(f)}
   diff = [k for k in sorted(set(recorded) | set(fields)) if recorded.get(k) != fields.get(k)]
   if not diff:
     return False
@@ -259,9 +261,12 @@ def build(config, name, workdir, order):
     raise errors.UserError(
         f'config.{key}.schedule_steps: expected 0 (= num_steps) or a poly horizon '
         f'>= num_steps={cfg.num_steps} >= 1, got {cfg.schedule_steps!r}')
-  if set(cfg.frozen) != set(method.frozen):
+  # An empty entry for a role the method does not need is left out (a config's default input
+  # that an option switched off, e.g. the translator stage's 'vgg' with lambda_percep=0).
+  frozen = {role: ref for role, ref in cfg.frozen.items() if ref or role in method.frozen}
+  if set(frozen) != set(method.frozen):
     raise errors.UserError(f'config.{key}.frozen: method {method.name!r} needs exactly '
-                           f'{sorted(method.frozen)}, got {sorted(cfg.frozen)}')
+                           f'{sorted(method.frozen)}, got {sorted(frozen)}')
   trained = cfg.trained
   if trained and not os.path.isdir(trained):
     raise errors.UserError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
@@ -281,9 +286,9 @@ def build(config, name, workdir, order):
       schedule_steps=cfg.schedule_steps or cfg.num_steps,
       optim=optim.OptimSpec(**cfg.optim.to_dict()), init=init,
       frozen={role: resolve.output(f'{key}.frozen.{role}', ref, name)
-              for role, ref in cfg.frozen.items()},
+              for role, ref in frozen.items()},
       frozen_networks={role: _without_record(resolve.network(f'{key}.frozen.{role}', ref, name))
-                       for role, ref in cfg.frozen.items()},
+                       for role, ref in frozen.items()},
       players=resolve.players(f'{key}.players', cfg.players, name) if cfg.players else '',
       trained=trained)
 

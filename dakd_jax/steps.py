@@ -4,12 +4,15 @@ Update order (AdaptSegNet / ADVENT / DAKD official code, method.md §1.2): the n
 taken through the *current* players (discriminators), each player's gradient on gradient-stopped
 predictions of the *current* network; then every optimiser steps. Both gradients therefore come
 from the pre-update weights. This is neither MAGVIT's single-VJP simultaneous game on shared
-outputs nor an alternating G-then-D step on updated weights: it is the official order.
+outputs nor an alternating G-then-D step on updated weights: it is the official order. A method
+declaring `players_first` (DiGA's translator script, as CycleGAN/MUNIT) gets that alternating
+order instead: the players step first on the current network's gradient-stopped outputs
+(`Method.player_inputs`), then the network's gradient is taken through the updated players.
 
 What is computed is the method's business (`dakd_jax.methods`): the step forwards the network on
-the images the method's `prepare` names (by default the source batch and, if the method uses it,
-the target batch; BatchNorm statistics updated in that order, as two torch forwards would),
-upsamples the logits to the input size, and asks the method for the weighted loss terms and the
+the images the method's `prepare` names with the method's `forward` (by default the source batch
+and, if the method uses it, the target batch; BatchNorm statistics updated in that order, as two
+torch forwards would; the logits upsampled to the input size), and asks the method for the weighted loss terms and the
 players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
 
 Shapes: images `[N, H, W, 3]` float32 (normalised), labels `[N, H, W]` int32 (255 = ignore).
@@ -53,12 +56,13 @@ class StepProgram:
     return base.PlayerCall(player.module, variables, player.train)
 
 
-def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key):
+def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key,
+                 players=None):
   """The network's loss and its weighted terms.
 
-  `inputs` are the `{name: images}` the network is forwarded on (`Method.prepare`), in order;
-  `context` is what `Method.network_terms` receives besides; forward `i` draws its dropout from
-  `fold_in(key, i)`.
+  `inputs` are the `{name: images}` the network is forwarded on (`Method.prepare`), in order, by
+  `Method.forward` with `key`; `context` is what `Method.network_terms` receives besides;
+  `players` (`{name: ModelState}`, default `state.players`) are the players its terms apply.
 
   Returns:
     `(total, (terms, new_batch_stats, player_inputs, player_states))`: `terms` maps `'src/…'` /
@@ -67,20 +71,13 @@ def network_loss(params, state: TrainState, program: StepProgram, batch, inputs,
     the network's pass (changed only by training-mode players).
   """
   method = program.method
-  network = base.with_features(program.network) if method.needs_features else program.network
-  batch_stats = state.network.batch_stats
-  outputs = {}
-  for i, (name, images) in enumerate(inputs.items()):  # Source first, as torch.
-    raw, updates = network.apply({'params': params, 'batch_stats': batch_stats}, images,
-                                 train=True, mutable=['batch_stats'],
-                                 rngs={'dropout': jax.random.fold_in(key, i)})
-    batch_stats = updates['batch_stats']
-    outputs[name] = base.at_input_size(raw, images.shape[1:3])
-  players = {name: program.player_call(name, state.players[name].variables)
-             for name in program.players}
-  terms, player_inputs = method.network_terms(outputs, batch, players, context)
+  outputs, batch_stats = method.forward(
+      program.network, {'params': params, 'batch_stats': state.network.batch_stats}, inputs, key)
+  players = state.players if players is None else players
+  calls = {name: program.player_call(name, players[name].variables) for name in program.players}
+  terms, player_inputs = method.network_terms(outputs, batch, calls, context)
   total = sum(terms.values())
-  player_states = {name: call.state for name, call in players.items()}
+  player_states = {name: call.state for name, call in calls.items()}
   return total, (terms, batch_stats, jax.lax.stop_gradient((player_inputs, player_states)))
 
 
@@ -96,6 +93,28 @@ def _apply_updates(model_state, grads, tx, batch_stats=None):
   return model_state.replace(
       params=optax.apply_updates(model_state.params, updates), opt_state=opt_state,
       batch_stats=model_state.batch_stats if batch_stats is None else batch_stats)
+
+
+def _player_updates(program: StepProgram, players, player_states, player_inputs):
+  """Every player's gradient on `player_inputs` and its update: `(new players, {name: loss})`.
+
+  `player_states` are collections to continue from (the network's pass over a training-mode
+  player, torch: the same module's buffers); a player missing from it continues from its own.
+  """
+  updated, player_losses = {}, {}
+  for name in program.players:
+    current = players[name].with_state(player_states.get(name, {}))
+
+    def player_loss(params, name=name, current=current):
+      call = program.player_call(name, {**current.variables, 'params': params})
+      return program.method.player_loss(name, call, player_inputs), call.state
+
+    (loss, new_state), player_grads = jax.value_and_grad(player_loss, has_aux=True)(
+        current.params)
+    updated[name] = _apply_updates(current, player_grads, program.player_txs[name]).with_state(
+        jax.lax.stop_gradient(new_state))
+    player_losses[name] = loss
+  return updated, player_losses
 
 
 def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgram):
@@ -121,28 +140,26 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
   inputs, context, method_state = method.prepare(
       state, batch, frozen_outputs, jax.random.fold_in(key, 0), program.network)
 
+  network_key = jax.random.fold_in(key, 1)
+  players, player_losses = dict(state.players), {}
+  if method.players_first:  # The players update first, on the current network's outputs.
+    variables = {'params': state.network.params, 'batch_stats': state.network.batch_stats}
+    outputs, _ = method.forward(program.network, variables, inputs, network_key)
+    players, player_losses = _player_updates(
+        program, players, {}, jax.lax.stop_gradient(method.player_inputs(outputs, batch, context)))
+
   grad_fn = jax.value_and_grad(network_loss, has_aux=True)
   (total, (terms, batch_stats, (player_inputs, player_states))), grads = grad_fn(
-      state.network.params, state, program, batch, inputs, context, jax.random.fold_in(key, 1))
+      state.network.params, state, program, batch, inputs, context, network_key, players)
+  if method.players_first:  # Keep the collections the network's pass left.
+    players = {name: p.with_state(player_states[name]) for name, p in players.items()}
+  else:
+    players, player_losses = _player_updates(program, players, player_states, player_inputs)
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
              'grad_norm/network': optax.tree.norm(grads),
              # Fraction of the global batch's source label pixels that are ignored.
-             'data/source_ignored': jnp.mean(batch['source_label'] == losses.IGNORE_LABEL)}
-
-  players = {}
-  for name in program.players:
-    # Continues from the collections the network's pass left (torch: the same module's buffers).
-    current = state.players[name].with_state(player_states[name])
-
-    def player_loss(params, name=name, current=current):
-      call = program.player_call(name, {**current.variables, 'params': params})
-      return method.player_loss(name, call, player_inputs), call.state
-
-    (loss, new_state), player_grads = jax.value_and_grad(player_loss, has_aux=True)(
-        current.params)
-    players[name] = _apply_updates(current, player_grads, program.player_txs[name]).with_state(
-        jax.lax.stop_gradient(new_state))
-    metrics[f'loss/{name}'] = loss
+             'data/source_ignored': jnp.mean(batch['source_label'] == losses.IGNORE_LABEL),
+             **{f'loss/{name}': loss for name, loss in player_losses.items()}}
   new_state = state.replace(
       network=_apply_updates(state.network, grads, program.network_tx, batch_stats),
       players=players, step=state.step + 1, method_state=method_state)

@@ -354,9 +354,9 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
   from dakd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   config = diga_gta2cs.get_config()
   config_lib.validate(config)
-  assert config.pipeline == ('warmup', 'selftrain1', 'selftrain2')
+  assert config.pipeline == ('translator', 'warmup', 'selftrain1', 'selftrain2')
   assert config.normalization == 'diga' and config.networks.diga.arch == 'diga_deeplabv2_r101'
-  for name in config.pipeline:
+  for name in config.pipeline[1:]:  # The translator stage: tests/test_diga_translator.py.
     stage = config.stages[name]
     assert (stage.num_steps, stage.optim.lr, stage.optim.head_lr_mult) == (80_000, 2.5e-4, 10.0)
     assert stage.source.augment.crop == (512, 896) and stage.source.augment.flip
@@ -366,8 +366,9 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
   assert config.stages.warmup.options.lambda_distil == 0.5
   assert config.stages.selftrain2.options.lambda_distil == 0.25
   assert config.stages.selftrain2.frozen.labeler == 'stage:selftrain1'
-  with pytest.raises(Exception, match=r'stages\.warmup\.frozen\.translator: expected a variables '
-                     'directory'):
+  config.pipeline = ('warmup', 'selftrain1', 'selftrain2')  # Without the translator stage:
+  with pytest.raises(Exception, match=r"stages\.warmup\.frozen\.translator: stage 'translator' "
+                     'has not run'):
     stages_lib.plan(config, str(tmp_path))
   config.translator = str(tmp_path)  # One key points every stage at the converted translator.
   assert config.stages.selftrain1.frozen.translator == str(tmp_path)

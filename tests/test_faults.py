@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from dakd_jax import config as config_lib
 from dakd_jax import errors
 from dakd_jax import experiment
 from dakd_jax import networks as networks_lib
@@ -101,6 +102,21 @@ def test_stage_record_refuses_other_settings_and_extends_on_request(tmp_path):
   assert not stages_lib.check_config_record(str(tmp_path), 's', longer)  # Now the record.
   with pytest.raises(errors.UserError, match='stage.num_steps: 20 -> 10'):  # Never shorter.
     stages_lib.check_config_record(str(tmp_path), 's', fields, allow_longer=True)
+
+
+def test_stage_record_without_a_newer_setting_matches_its_old_behaviour(tmp_path):
+  """A directory recorded before `stage.optim.optimizer` and `betas` existed resumes when they
+  keep the values that reproduce it (SGD, Adam betas (0.9, 0.99)), and is refused otherwise."""
+  old = {'stage.num_steps': 10, 'stage.optim.lr': 0.01}
+  assert not stages_lib.check_config_record(str(tmp_path), 's', old)
+  added = config_lib.ADDED_STAGE_SETTINGS
+  now = {**old, 'stage.optim.optimizer': 'sgd', 'stage.optim.betas': (0.9, 0.99)}
+  assert not stages_lib.check_config_record(str(tmp_path), 's', now, added=added)
+  with pytest.raises(errors.UserError, match="stage.optim.optimizer: 'sgd' -> 'adam'"):
+    stages_lib.check_config_record(str(tmp_path), 's', {**now, 'stage.optim.optimizer': 'adam'},
+                                   added=added)
+  with pytest.raises(errors.UserError, match='stage.optim.betas: None'):  # Only when declared.
+    stages_lib.check_config_record(str(tmp_path), 's', now)
 
 
 def _exported(workdir, stage='student'):

@@ -193,3 +193,24 @@ def test_learning_rates_jittable():
   np.testing.assert_allclose(rates["lr"], cfg.lr * 0.5 ** 0.9, rtol=1e-6)
   np.testing.assert_allclose(rates["head_lr"], 10 * cfg.lr * 0.5 ** 0.9, rtol=1e-6)
   np.testing.assert_allclose(rates["d_lr"], cfg.d_lr * 0.5 ** 0.9, rtol=1e-6)
+
+
+def test_adam_network_optimizer_matches_torch(torch):
+  """`optimizer='adam'`: torch Adam (betas (0.5, 0.999), eps 1e-8) with its coupled weight
+  decay and the poly rate set before each step."""
+  spec = optim.OptimSpec(lr=1e-2, optimizer='adam', betas=(0.5, 0.999), weight_decay=1e-3)
+  w0 = np.random.default_rng(0).normal(size=(3, 4))
+  grads = [np.random.default_rng(i + 1).normal(size=(3, 4)) for i in range(3)]
+  tx = optim.make_segmentation_optimizer(spec, 10, {'w': models.BODY})
+  params, state = {'w': jnp.asarray(w0, jnp.float32)}, None
+  state = tx.init(params)
+  for g in grads:
+    updates, state = tx.update({'w': jnp.asarray(g, jnp.float32)}, state, params)
+    params = optax.apply_updates(params, updates)
+  w = torch.tensor(w0, requires_grad=True)
+  opt = torch.optim.Adam([w], lr=1e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+  for i, g in enumerate(grads):
+    opt.param_groups[0]['lr'] = 1e-2 * (1 - i / 10) ** 0.9
+    w.grad = torch.tensor(g)
+    opt.step()
+  np.testing.assert_allclose(params['w'], w.detach().numpy(), rtol=1e-5, atol=1e-6)

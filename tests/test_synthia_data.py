@@ -186,7 +186,13 @@ def test_13_class_mean_is_the_mean_of_13_of_the_16_ious():
 def test_synthia2cs_config_has_the_official_synthia_settings(tmp_path):
   config = diga_synthia2cs.get_config()
   config_lib.validate(config)
-  assert config.num_classes == 16 and config.pipeline == ('warmup', 'selftrain1', 'selftrain2')
+  assert config.num_classes == 16
+  assert config.pipeline == ('translator', 'warmup', 'selftrain1', 'selftrain2')
+  # The SYNTHIA translator script: SYNTHIA at 760x1280, self-reconstruction weight 0.025.
+  translator = config.stages.translator
+  assert translator.source.dataset == 'synthia' and translator.source.size == (760, 1280)
+  assert translator.options.lambda_self == 0.025 and 'GTA5' not in translator.deviations
+  assert 'Synthia/train_domain_translator' in translator.reference
   # (steps, batch, lambda_distil, random rescale) of the official scripts.
   expected = {'warmup': (60_000, 4, 0.25, None), 'selftrain1': (80_000, 3, 0.25, (0.7, 1.0)),
               'selftrain2': (80_000, 3, 0.25, (0.7, 1.0))}
@@ -200,7 +206,8 @@ def test_synthia2cs_config_has_the_official_synthia_settings(tmp_path):
     assert stage.target.dataset == 'cityscapes' and 'OHEM' in stage.deviations
     assert 'Synthia/train_DiGA_synthia2city' in stage.reference
   assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
-  # Planned with the stand-in translation (the real one needs a converted translator).
+  # Planned with the stand-in translation (the real one needs the translator stage's VGG).
+  config.pipeline = ('warmup', 'selftrain1', 'selftrain2')
   for name in config.pipeline:
     config.stages[name].options.translation = 'colour_stats'
     del config.stages[name].frozen['translator']
@@ -213,7 +220,7 @@ def test_a_dataset_without_a_mapping_to_the_label_set_fails_at_planning(tmp_path
   config = diga_synthia2cs.get_config()
   config.num_classes = 7  # MuHDi's super-classes have no SYNTHIA mapping.
   config.translator = str(tmp_path)
-  with pytest.raises(errors.UserError, match='stages.warmup.source.dataset: synthia .synthia_id '
+  with pytest.raises(errors.UserError, match='stages.translator.source.dataset: synthia .synthia_id '
                      'labels. has no mapping to num_classes 7'):
     stages_lib.plan(config, str(tmp_path))
 

@@ -16,13 +16,14 @@ from dakd_jax.methods.base import FrozenNetwork, Method, Player
 from dakd_jax.methods.dakd import DAKD
 from dakd_jax.methods.diga import DiGAWarmUp
 from dakd_jax.methods.diga_selftrain import DiGASelfTraining
+from dakd_jax.methods.diga_translator import DiGATranslatorTraining
 from dakd_jax.methods.minent import MinEnt
 from dakd_jax.methods.muhdi import MuHDi
 from dakd_jax.methods.skd import SKD
 from dakd_jax.methods.source_only import SourceOnly
 
-_CLASSES = (SourceOnly, AdaptSegNet, Advent, MinEnt, DAKD, SKD, DiGAWarmUp, DiGASelfTraining,
-            MuHDi)
+_CLASSES = (SourceOnly, AdaptSegNet, Advent, MinEnt, DAKD, SKD, DiGATranslatorTraining, DiGAWarmUp,
+            DiGASelfTraining, MuHDi)
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in _CLASSES}
 METHOD_KEY = 'method'  # Names the method of a nested options mapping.
 

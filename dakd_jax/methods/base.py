@@ -158,6 +158,11 @@ class Method:
   """Base of every method; see the module docstring for the contract."""
   name: ClassVar[str] = ''
   frozen: ClassVar[tuple[str, ...]] = ()
+  # The update order. False (AdaptSegNet, ADVENT, DAKD): the network's gradient is taken through
+  # the current players, and the players learn from `network_terms`' inputs. True (CycleGAN /
+  # MUNIT, DiGA's translator): the players first update on `player_inputs` of the current
+  # network's gradient-stopped outputs, and the network's terms then apply the updated players.
+  players_first: ClassVar[bool] = False
 
   @property
   def uses_target(self) -> bool:
@@ -204,6 +209,39 @@ class Method:
     del key, network
     domains = DOMAINS if self.uses_target else DOMAINS[:1]
     return ({d: batch[f'{d}_image'] for d in domains}, frozen_outputs, state.method_state)
+
+  def forward(self, network: nn.Module, variables: Mapping[str, Any],
+              inputs: Mapping[str, jax.Array], key: jax.Array) -> tuple[dict[str, Any], Any]:
+    """The trained network's training-mode forward on what `prepare` named.
+
+    Args:
+      network: the trained module.
+      variables: its `{'params', 'batch_stats'}`.
+      inputs: `{name: images}` from `prepare`, forwarded in order.
+      key: PRNG key; forward `i` draws its dropout from `fold_in(key, i)`.
+
+    Returns:
+      `(outputs, batch_stats)`: by default `{name: at_input_size(outputs)}` (a segmentation
+      network's logits upsampled, with its features when `needs_features`) and the BatchNorm
+      statistics after the forwards, updated in order (source first, as torch).
+    """
+    network = with_features(network) if self.needs_features else network
+    batch_stats = variables['batch_stats']
+    outputs = {}
+    for i, (name, images) in enumerate(inputs.items()):
+      raw, updates = network.apply({'params': variables['params'], 'batch_stats': batch_stats},
+                                   images, train=True, mutable=['batch_stats'],
+                                   rngs={'dropout': jax.random.fold_in(key, i)})
+      batch_stats = updates['batch_stats']
+      outputs[name] = at_input_size(raw, images.shape[1:3])
+    return outputs, batch_stats
+
+  def player_inputs(self, outputs: Mapping[str, Any], batch: Mapping[str, jax.Array],
+                    context: Any) -> dict[str, Any]:
+    """With `players_first`: the players' loss inputs from the network's outputs (the step stops
+    their gradient); `network_terms` then returns no player inputs."""
+    raise NotImplementedError(f'{type(self).__name__} declares players_first without '
+                              'player_inputs')
 
   def network_terms(self, outputs: Mapping[str, Mapping[str, jax.Array]],
                     batch: Mapping[str, jax.Array], players: Mapping[str, Callable],

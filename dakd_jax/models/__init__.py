@@ -11,12 +11,15 @@ import jax.numpy as jnp
 from dakd_jax import errors
 from dakd_jax.models.deeplab import DeepLabV2Multi
 from dakd_jax.models.diga import DiGADeepLabV2
+from dakd_jax.models.diga_translator import DiGACycleTranslator
 from dakd_jax.models.diga_translator import DiGATranslator
 from dakd_jax.models.discriminator import FCDiscriminator
 from dakd_jax.models.drn import DRNSeg
+from dakd_jax.models.image_discriminator import MultiScaleImageDiscriminator
 from dakd_jax.models.muhdi import MuHDiDeepLab
 from dakd_jax.models.pspnet import PSPNet
 from dakd_jax.models.skd_discriminator import SKDDiscriminator
+from dakd_jax.models.vgg import VGG19Features
 
 # name -> (module class, constructor defaults; `arch` is fixed, the others are overridable).
 _REGISTRY = {
@@ -30,12 +33,19 @@ _REGISTRY = {
     'skd_discriminator': (SKDDiscriminator, {}),
     'diga_deeplabv2_r101': (DiGADeepLabV2, {}),
     'diga_translator': (DiGATranslator, {}),
+    'diga_cycle_translator': (DiGACycleTranslator, {}),
+    'multiscale_image_discriminator': (MultiScaleImageDiscriminator, {}),
+    'vgg19_features': (VGG19Features, {}),
 }
 MODEL_NAMES = tuple(_REGISTRY)
 # Models whose input is a `num_classes`-channel map rather than an image.
 DISCRIMINATORS = ('fc_discriminator', 'skd_discriminator')
-TRANSLATORS = ('diga_translator',)  # Image-to-image networks.
-SEGMENTATION_NETWORKS = tuple(n for n in MODEL_NAMES if n not in DISCRIMINATORS + TRANSLATORS)
+TRANSLATORS = ('diga_translator', 'diga_cycle_translator')  # Image-to-image networks.
+# Networks on images that are neither segmentation networks nor translators: the translator
+# stage's discriminator, the perceptual loss's feature extractor.
+IMAGE_NETWORKS = ('multiscale_image_discriminator', 'vgg19_features')
+SEGMENTATION_NETWORKS = tuple(n for n in MODEL_NAMES
+                              if n not in DISCRIMINATORS + TRANSLATORS + IMAGE_NETWORKS)
 
 # Labels of the segmentation optimiser's parameter groups (`parameter_groups`).
 BODY, HEAD, FROZEN = 'body', 'head', 'frozen'
@@ -57,7 +67,9 @@ def create_model(name: str, num_classes: int = 19, **options: Any) -> nn.Module:
   'deeplabv2_r101', 'muhdi_deeplabv2_r101' (agnostic and specialist heads, stage outputs),
   'pspnet_r101', 'pspnet_r18' (SKD's teacher and student), 'diga_deeplabv2_r101' (DiGA's
   ResNet-101 + SE/GroupNorm head), 'diga_translator' (DiGA's image translator, variables under
-  `encoder` and `decoder`), and the discriminators 'fc_discriminator', 'skd_discriminator' (whose
+  `encoder` and `decoder`), 'diga_cycle_translator' (the four halves its training stage trains),
+  'multiscale_image_discriminator' (that stage's LSGAN discriminator), 'vgg19_features' (VGG-19
+  up to relu5_1, the perceptual loss's frozen network), and the discriminators 'fc_discriminator', 'skd_discriminator' (whose
   input channels are `num_classes`). `dtype` may be
   a string ('bfloat16'). Unknown names or options raise a one-line ValueError.
   """

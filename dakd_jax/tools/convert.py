@@ -23,6 +23,10 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
   `conv2d_list.{0..4}.{0,1}`, `bottleneck.0.se.{0,2}`, `bottleneck.{1,2}`, `head.1`).
 - DiGA's translator: two files, `enc_s.pth` and `dec_s2t.pth` (`translator_state_dict` joins
   them; on the command line `--torch-checkpoint enc_s.pth --decoder-checkpoint dec_s2t.pth`).
+- torchvision's VGG-19 (`vgg19_features`, the perceptual loss's network): `features.{i}` up to
+  conv5_1 (index 28); the later convs (30, 32, 34) and the `classifier` are dropped. DiGA's
+  translator discriminators were not released: `multiscale_image_discriminator` has no
+  converter.
 
 CLI:
   python -m dakd_jax.tools.convert --model drn_d_22 --torch-checkpoint drn.pth --out weights/drn22
@@ -43,6 +47,7 @@ import numpy as np
 from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax.models import drn
+from dakd_jax.models import vgg
 
 _RENAMES = {
     'seg_main': 'seg1', 'seg_aux': 'seg2', 'aux_head': 'layer5', 'main_head': 'layer6',
@@ -69,8 +74,12 @@ _TRANSLATOR = {'encoder': {'stem': 'model.0', 'down0': 'model.1', 'down1': 'mode
 _DIGA_HEAD = {'se': 'bottleneck.0', 'fc1': 'se.0', 'fc2': 'se.2', 'bottleneck_conv': 'bottleneck.1',
               'bottleneck_norm': 'bottleneck.2', 'classifier': 'head.1'}
 # Keys present in official checkpoints that no Flax variable corresponds to.
+_VGG_INDEX = {name: index for name, index, _ in vgg.CONV_LAYERS}
 _DROPPED = {'drn': ('up1.weight', 'up2.weight', 'fc.weight', 'fc.bias'),
-            'pspnet': ('fc.weight', 'fc.bias')}
+            'pspnet': ('fc.weight', 'fc.bias'),
+            'vgg19_features': tuple(f'{layer}.{leaf}' for layer in (
+                'features.30', 'features.32', 'features.34', 'classifier.0', 'classifier.3',
+                'classifier.6') for leaf in ('weight', 'bias'))}
 
 
 def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
@@ -80,6 +89,8 @@ def _torch_key(model_name: str, path: Tuple[str, ...]) -> str:
       return f'{path[0]}.0.module.' + ('weight_bar' if path[1] == 'kernel'
                                        else _SKD_D_RENAMES.get(path[1], path[1]))
     return '.'.join(_SKD_D_RENAMES.get(n, _RENAMES.get(n, n)) for n in path)
+  if model_name == 'vgg19_features':
+    return f'features.{_VGG_INDEX[path[0]]}.{_RENAMES.get(path[1], path[1])}'
   if model_name == 'diga_translator':
     half, block, conv, leaf = path
     res = re.fullmatch(r'res(\d+)_conv(\d+)', block)

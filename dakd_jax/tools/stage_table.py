@@ -32,7 +32,8 @@ def _lr_groups(stage):
   network = models.create_model(stage.network['arch'], stage.network['num_classes'],
                                 **stage.network['options'])
   o = stage.optim
-  groups = [f'{o.lr:g}' + (f', heads x{o.head_lr_mult:g}' if o.head_lr_mult != 1 else '')]
+  groups = [('Adam ' if o.optimizer == 'adam' else '') + f'{o.lr:g}'
+            + (f', heads x{o.head_lr_mult:g}' if o.head_lr_mult != 1 else '')]
   if getattr(network, 'freeze_bn_affine', False):
     groups.append('BN affine frozen')
   if stage.method.players(stage.network['num_classes']):
