@@ -12,6 +12,7 @@ from dakd_jax import config as config_lib
 from dakd_jax import errors
 from dakd_jax.data import labels
 from dakd_jax.data import pipeline
+from dakd_jax.data import transforms
 
 H, W = 12, 20
 # The official `label2train` tables (MuHDi's `info7class.json`), ids not listed -> 255.
@@ -112,3 +113,47 @@ def test_builders_prepare_official_layouts_at_7_classes(dataset, write, table, l
         ids = np.asarray(Image.open(label_of(root, split, name)))
         np.testing.assert_array_equal(label, reference[ids])
   assert 'tensorflow' not in sys.modules
+
+
+def _official_resize_with_pad(target_wh, image, resample, fill):
+  """MuHDi's `resize_with_pad` (muhdi/dataset/mapillary.py), transcribed: fit at the image's
+  aspect ratio (int-truncated side), then fill a (H, W) canvas from the top-left."""
+  target_ratio, image_ratio = target_wh[0] / target_wh[1], image.size[0] / image.size[1]
+  if image_ratio > target_ratio:
+    shape = (target_wh[0], int(image.size[1] * (target_wh[0] / image.size[0])))
+  else:
+    shape = (int(image.size[0] * (target_wh[1] / image.size[1])), target_wh[1])
+  resized = np.array(image.resize(shape, resample))
+  result = np.full(tuple(target_wh[::-1]) + resized.shape[2:], fill, resized.dtype)
+  result[:resized.shape[0], :resized.shape[1]] = resized
+  return result
+
+
+@pytest.mark.parametrize('input_size', [(8, 24), (16, 12)])
+def test_mapillary_is_fitted_and_padded_as_muhdi_loads_it(input_size, tmp_path):
+  """Wider and narrower than the 12x20 images: black image padding, labels padded with
+  'Unlabeled' (65, ignored); at full label resolution the label is padded to the input's aspect
+  ratio (MuHDi's `pad_with_fixed_AS`)."""
+  root = write_mapillary(tmp_path / 'root', counts=(('validation', 2),))
+  lut = labels.label_lut('mapillary_id', 7)
+  read = lambda size: list(pipeline.make_eval_dataset(
+      pipeline.EvalSet(dataset='mapillary', root=str(root), split='val', input_size=input_size,
+                       label_size=size, normalization='caffe', num_classes=7),
+      batch_size=2, data_dir=tmp_path / 'tfds'))[0]
+  fitted, full = read(input_size), read(None)
+  wh = [input_size[1], input_size[0]]
+  for i, name in enumerate(fitted['name']):
+    folder = root / 'validation'
+    image = Image.open(folder / 'images' / f'{name}.jpg').convert('RGB')
+    label = Image.open(folder / 'labels' / f'{name}.png')
+    want = _official_resize_with_pad(wh, image, Image.BICUBIC, 0)
+    np.testing.assert_allclose(fitted['image'][i],
+                               transforms.normalize(want, 'caffe'), atol=1e-4)
+    np.testing.assert_array_equal(fitted['label'][i],
+                                  lut[_official_resize_with_pad(wh, label, Image.NEAREST, 65)])
+    ratio = input_size[1] / input_size[0]
+    width, height = (int(ratio * H), H) if ratio > W / H else (W, int(W / ratio))
+    padded = np.full((height, width), 255, np.uint8)
+    padded[:H, :W] = lut[np.asarray(label)]
+    np.testing.assert_array_equal(full['label'][i], padded)
+  assert (fitted['label'] == 255).any()

@@ -216,7 +216,7 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
     skipped = None
   ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH, skipped=skipped))
   if stream.size:
-    ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size)))
+    ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size), cls.PAD_LABEL))
   if augment.random_scale:
     ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale),
                                               bool(augment.per_axis_scale)))
@@ -271,7 +271,7 @@ def make_eval_dataset(eval_set: EvalSet, *, batch_size: int, data_dir,
   if eval_set.input_size or eval_set.label_size:
     ds = ds.map(transforms.Resize(
         tuple(eval_set.input_size) if eval_set.input_size else None,
-        tuple(eval_set.label_size) if eval_set.label_size else None))
+        tuple(eval_set.label_size) if eval_set.label_size else None, cls.PAD_LABEL))
   ds = ds.map(transforms.ToArrays(eval_set.normalization, cls.LABEL_SPACE,
                                         eval_set.num_classes, keep_name=True))
   ds = ds.to_iter_dataset(_read_options())

@@ -145,18 +145,61 @@ class Decode(grain.transforms.Map):
 class Resize(grain.transforms.Map):
   """Resizes the image (BICUBIC) to `image_size` and the label (NEAREST) to `label_size`.
 
-  Sizes are (H, W); None leaves that element at its size.
+  Sizes are (H, W); None leaves that element at its size. With `pad_label` set, each is resized
+  keeping its aspect ratio to fit the size and padded at the bottom/right (`resize_with_pad`):
+  the image with black, the label with `pad_label` (MuHDi's Mapillary loader).
   """
   image_size: tuple[int, int] | None
   label_size: tuple[int, int] | None
+  pad_label: int | None = None
 
   def map(self, element: dict) -> dict:
     out = dict(element)
+    fit = self.pad_label is not None
     if self.image_size is not None:
-      out['image'] = resize_image(element['image'], self.image_size)
+      out['image'] = (resize_with_pad(element['image'], self.image_size, Image.BICUBIC, 0) if fit
+                      else resize_image(element['image'], self.image_size))
     if self.label_size is not None:
-      out['label'] = element['label'].resize(_wh(self.label_size), Image.NEAREST)
+      out['label'] = (
+          resize_with_pad(element['label'], self.label_size, Image.NEAREST, self.pad_label)
+          if fit else element['label'].resize(_wh(self.label_size), Image.NEAREST))
+    elif fit and self.image_size is not None:  # Full-resolution labels, padded like the image.
+      out['label'] = pad_to_aspect(element['label'], self.image_size, self.pad_label)
     return out
+
+
+def _pad(image: Image.Image, canvas: tuple[int, int], fill: int) -> Image.Image:
+  """`image` at the top-left of a `canvas` = (width, height) filled with `fill` (grey) or
+  (fill, fill, fill)."""
+  padded = Image.new(image.mode, canvas, fill if image.mode in ('L', 'P') else (fill,) * 3)
+  if image.mode == 'P':
+    padded.putpalette(image.getpalette())
+  padded.paste(image, (0, 0))
+  return padded
+
+
+def pad_to_aspect(label: Image.Image, size: tuple[int, int], fill: int) -> Image.Image:
+  """`label` padded with `fill` at the bottom or the right to the aspect ratio of `size` = (H, W),
+  at its own resolution (MuHDi's `pad_with_fixed_AS`, sides truncated to integers)."""
+  ratio, width, height = size[1] / size[0], float(label.width), float(label.height)
+  if ratio > width / height:
+    width = ratio * height
+  elif ratio < width / height:
+    height = width / ratio
+  return _pad(label, (int(width), int(height)), fill)
+
+
+def resize_with_pad(image: Image.Image, size: tuple[int, int], resample: int,
+                    fill: int) -> Image.Image:
+  """`image` resized with `resample` to fit `size` = (H, W) at its own aspect ratio, then padded
+  with `fill` at the bottom or the right to exactly `size` (the side that does not fit is
+  truncated to an integer, as MuHDi's `resize_with_pad`)."""
+  height, width = size
+  if image.width / image.height > width / height:
+    fitted = (width, int(image.height * (width / image.width)))
+  else:
+    fitted = (int(image.width * (height / image.height)), height)
+  return _pad(image.resize(fitted, resample), (width, height), fill)
 
 
 def _wh(size: tuple[int, int]) -> tuple[int, int]:

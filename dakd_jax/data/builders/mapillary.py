@@ -3,6 +3,7 @@ images from all over the world (MuHDi's fourth domain), 66 classes."""
 
 import pathlib
 
+from dakd_jax.data import labels
 from dakd_jax.data.builders import official
 
 _SPLITS = {'train': 'training', 'val': 'validation'}  # the test split has no public labels
@@ -17,6 +18,9 @@ class Mapillary(official.OfficialLayoutBuilder):
   name = 'dakd_mapillary'
   IMAGE_FORMAT = 'jpeg'
   LABEL_SPACE = 'mapillary_id'
+  # MuHDi's loader fits images and labels into the size at their aspect ratio and pads; labels
+  # with the last id ('Unlabeled', 65: ignored).
+  PAD_LABEL = len(labels.MAPILLARY_SUPER) - 1
   LAYOUT = ('<root>/{training,validation}/images/<key>.jpg and '
             '<root>/{training,validation}/labels/<key>.png (v1.2)')
   MANUAL_DOWNLOAD_INSTRUCTIONS = """

@@ -34,6 +34,9 @@ class OfficialLayoutBuilder(tfds.core.GeneratorBasedBuilder):
   IMAGE_FORMAT = 'png'  # encoding of the image files: 'png' | 'jpeg'
   LABEL_SPACE = 'label_id'  # stored label values: 'label_id' (Cityscapes ids) | 'train_id'
   ALLOW_SIZE_MISMATCH = False  # GTA5 ships a few labels whose size differs from the image
+  # Resizing keeps the aspect ratio and pads (`transforms.resize_with_pad`) with this stored
+  # label value when set (Mapillary in MuHDi); None: a plain resize to the size.
+  PAD_LABEL: int | None = None
   LAYOUT = ''  # the expected tree, one line, for error messages
   # Nothing is downloaded, so there is no checksums file next to the code. Saying so also skips
   # TFDS's probe of the code location, which imports `importlib_resources` (not installed).
