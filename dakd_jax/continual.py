@@ -11,15 +11,22 @@ Records are the experiment's stage records: `{'stage', 'row', 'target', 'init', 
 """
 
 import math
+import pathlib
 from typing import Any, Mapping, Sequence
+
+
+def _stage_export(path: str | None) -> tuple[str, ...] | None:
+  """`<stage>/export` of an export path: records stay linked when the workdir is moved or
+  copied (a completed stage's record keeps the paths it was written with)."""
+  return pathlib.PurePath(path).parts[-2:] if path else None
 
 
 def chain(record: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list:
   """The records of `record`'s sequence, first step first (following `init` to `export`)."""
-  by_export = {r['export']: r for r in records}
+  by_export = {_stage_export(r['export']): r for r in records}
   steps = [record]
-  while steps[0].get('init') in by_export and by_export[steps[0]['init']] not in steps:
-    steps.insert(0, by_export[steps[0]['init']])
+  while (previous := by_export.get(_stage_export(steps[0].get('init')))) and previous not in steps:
+    steps.insert(0, previous)
   return steps
 
 

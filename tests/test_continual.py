@@ -37,6 +37,16 @@ def test_chain_follows_init_to_the_first_step():
   assert [r['stage'] for r in continual.chain(RECORDS[3], RECORDS)] == ['advent_cs', 'muhdi_idd']
 
 
+def test_chain_survives_a_moved_workdir():
+  """A completed stage's record keeps the paths of the workdir it ran in; the next stage, run
+  after the workdir was copied, names its init under the new one: still one sequence."""
+  first = _record('advent_cs', 'cityscapes', None, {'cityscapes': 45.0})
+  moved = dict(_record('muhdi_idd', 'idd', '/copy/advent_cs/export', {'cityscapes': 44.0}),
+               export='/copy/muhdi_idd/export')
+  assert [r['stage'] for r in continual.chain(moved, [first, moved])] == ['advent_cs', 'muhdi_idd']
+  assert continual.forgetting(moved, [first, moved]) == {'cityscapes': 1.0}
+
+
 def test_forgetting_is_the_drop_on_each_earlier_target():
   assert continual.forgetting(RECORDS[0], RECORDS) == {}
   assert continual.forgetting(RECORDS[1], RECORDS) == {'cityscapes': 10.0}
