@@ -129,3 +129,32 @@ def random_network_dir(tmp_path_factory):
 def tiny_student_dir(random_network_dir):
   """A variables directory of the tiny config's DRN-D-22 student (spec `TINY_STUDENT`)."""
   return random_network_dir(TINY_STUDENT)
+
+
+@pytest.fixture
+def killed_run(monkeypatch):
+  """`run(config, workdir, step, occurrence=1)`: `experiment.run(config, workdir)` killed with a
+  KeyboardInterrupt the `occurrence`-th time a training loop of that run reaches `step` (at the
+  step's trace annotation: `step - 1` steps done); asserts that it was killed."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dakd_jax import experiment  # pylint: disable=g-import-not-at-top
+  real_annotation = jax.profiler.StepTraceAnnotation
+
+  def run(config, workdir, step, occurrence=1):
+    seen = []
+
+    def annotation(name, step_num):
+      if step_num == step:
+        seen.append(step_num)
+        if len(seen) == occurrence:
+          raise KeyboardInterrupt("simulated kill")
+      return real_annotation(name, step_num=step_num)
+
+    monkeypatch.setattr(jax.profiler, "StepTraceAnnotation", annotation)
+    try:
+      with pytest.raises(KeyboardInterrupt):
+        experiment.run(config, workdir)
+    finally:
+      monkeypatch.setattr(jax.profiler, "StepTraceAnnotation", real_annotation)
+
+  return run

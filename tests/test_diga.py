@@ -190,7 +190,7 @@ def test_method_options_are_checked():
 
 @pytest.mark.slow
 def test_warmup_and_selftraining_run_and_resume_exactly(synthetic_root, tfds_dir, tmp_path,
-                                                        monkeypatch):
+                                                        killed_run):
   """Warm-up then self-training on the synthetic pair. A run killed in the warm-up after its
   step-2 checkpoint, resumed, and killed again in self-training, then resumed, ends where an
   uninterrupted one does: the EMA teacher and the centroid bank come back with the student."""
@@ -208,26 +208,11 @@ def test_warmup_and_selftraining_run_and_resume_exactly(synthetic_root, tfds_dir
   straight = str(tmp_path / 'straight')
   results = experiment.run(config(), straight)
   assert all(0 <= results[s]['miou'] <= 1 for s in ('diga_warmup', 'diga_selftrain'))
-  real_annotation = jax.profiler.StepTraceAnnotation
-
-  def kill_at_step_three(occurrence):
-    seen = []
-
-    def annotation(name, step_num):
-      seen.extend([step_num] if step_num == 3 else [])
-      if len(seen) == occurrence and step_num == 3:
-        raise KeyboardInterrupt('simulated kill')
-      return real_annotation(name, step_num=step_num)
-    return annotation
-
   resumed = str(tmp_path / 'resumed')
   for occurrence in (1, 2):  # Step 3 of the warm-up, then (after it resumed) of self-training.
-    monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', kill_at_step_three(occurrence))
-    with pytest.raises(KeyboardInterrupt):
-      experiment.run(config(), resumed)
+    killed_run(config(), resumed, 3, occurrence)
   assert stages_lib.is_complete(stages_lib.stage_dir(resumed, 'diga_warmup'))
   assert not stages_lib.is_complete(stages_lib.stage_dir(resumed, 'diga_selftrain'))
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
   experiment.run(config(), resumed)
   for stage in ('diga_warmup', 'diga_selftrain'):
     a, b = (networks_lib.load_network(stages_lib.export_dir(w, stage))[1]

@@ -291,7 +291,7 @@ def test_step_updates_both_sides_and_takes_the_gradient_through_updated_discrimi
 
 @pytest.mark.slow
 def test_tiny_translator_stage_trains_resumes_exactly_and_feeds_the_warmup(
-    synthetic_root, tfds_dir, tmp_path, monkeypatch):
+    synthetic_root, tfds_dir, tmp_path, killed_run):
   """The tiny translator stage, killed at step 3 after its step-2 checkpoint and resumed, ends
   where an uninterrupted run does (translator and discriminators); it has no results row, and a
   warm-up stage takes its export as the frozen translator."""
@@ -310,18 +310,8 @@ def test_tiny_translator_stage_trains_resumes_exactly_and_feeds_the_warmup(
   assert experiment.run(config(), straight) == {'translator': None}
   with open(os.path.join(straight, experiment.RESULTS_JSON)) as f:
     assert json.load(f) == {}  # No results row.
-  real_annotation = jax.profiler.StepTraceAnnotation
-
-  def killed_at_step_three(name, step_num):
-    if step_num == 3:
-      raise KeyboardInterrupt('simulated kill')
-    return real_annotation(name, step_num=step_num)
-
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_three)
-  with pytest.raises(KeyboardInterrupt):
-    experiment.run(config(), resumed)
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
+  killed_run(config(), resumed, 3)
   experiment.run(config(), resumed)
   from dakd_jax import networks as networks_lib  # pylint: disable=g-import-not-at-top
   dirs = lambda w: [stages_lib.export_dir(w, 'translator')] + [

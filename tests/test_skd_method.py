@@ -186,7 +186,7 @@ def test_skd_step_updates_every_player_collection(synthetic_root, tfds_dir):
 
 
 @pytest.mark.slow
-def test_skd_stage_trains_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path, monkeypatch):
+def test_skd_stage_trains_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path, killed_run):
   from dakd_jax import models  # pylint: disable=g-import-not-at-top
   teacher_dir = str(tmp_path / 'teacher')
   spec = {'arch': 'pspnet_r101', 'num_classes': 19, 'options': {'width': 1 / 16}}
@@ -207,18 +207,8 @@ def test_skd_stage_trains_and_resumes_exactly(synthetic_root, tfds_dir, tmp_path
   results = experiment.run(make(), straight)
   assert 0 <= results['skd']['miou'] <= 100
 
-  real_annotation = jax.profiler.StepTraceAnnotation
-
-  def killed_at_step_three(name, step_num):
-    if step_num == 3:  # Three steps done, the last checkpoint after two.
-      raise KeyboardInterrupt('simulated kill')
-    return real_annotation(name, step_num=step_num)
-
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_three)
-  with pytest.raises(KeyboardInterrupt):
-    experiment.run(make(), resumed)
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
+  killed_run(make(), resumed, 3)  # Two steps done and checkpointed.
   experiment.run(make(), resumed)
   for directory in (stages_lib.export_dir, lambda w, s: os.path.join(
       stages_lib.players_dir(w, s), skd.DISCRIMINATOR)):

@@ -26,23 +26,13 @@ def exported(workdir, stage):
   return networks_lib.load_network(stages_lib.export_dir(workdir, stage))[1]
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path, monkeypatch):
+def test_killed_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path, killed_run):
   six_steps = {'stages.student.num_steps': 6}
   experiment.run(tiny_config(**six_steps), str(tmp_path / 'straight'))
-
-  real_annotation = jax.profiler.StepTraceAnnotation
-
-  def killed_at_step_five(name, step_num):
-    if step_num == 5:  # Five steps done, the last checkpoint after four: the fifth is lost.
-      raise KeyboardInterrupt('simulated kill')
-    return real_annotation(name, step_num=step_num)
-
   resumed = str(tmp_path / 'resumed')
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', killed_at_step_five)
-  with pytest.raises(KeyboardInterrupt):
-    experiment.run(tiny_config(**six_steps), resumed)
+  # Killed at step 5 (the last checkpoint after four: the fifth step is lost).
+  killed_run(tiny_config(**six_steps), resumed, 5)
   assert not stages_lib.is_complete(stages_lib.stage_dir(resumed, 'student'))
-  monkeypatch.setattr(jax.profiler, 'StepTraceAnnotation', real_annotation)
   experiment.run(tiny_config(**six_steps), resumed)
 
   a, b = exported(str(tmp_path / 'straight'), 'student'), exported(resumed, 'student')
