@@ -56,29 +56,32 @@ class StepProgram:
     return base.PlayerCall(player.module, variables, player.train)
 
 
-def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key,
-                 players=None):
+def network_loss(params, state: TrainState, program: StepProgram, batch, inputs, context, key):
   """The network's loss and its weighted terms.
 
   `inputs` are the `{name: images}` the network is forwarded on (`Method.prepare`), in order, by
-  `Method.forward` with `key`; `context` is what `Method.network_terms` receives besides;
-  `players` (`{name: ModelState}`, default `state.players`) are the players its terms apply.
+  `Method.forward` with `key`; `context` is what `Method.network_terms` receives besides.
 
   Returns:
-    `(total, (terms, new_batch_stats, player_inputs, player_states))`: `terms` maps `'src/…'` /
+    `(total, (terms, new_batch_stats, (player_inputs, player_states)))`: `terms` maps `'src/…'` /
     `'tgt/…'` names to weighted scalars that sum to `total`; `player_inputs` (gradient stopped)
     feed the players' losses; `player_states` are the players' non-trainable collections after
     the network's pass (changed only by training-mode players).
   """
-  method = program.method
-  outputs, batch_stats = method.forward(
+  outputs, batch_stats = program.method.forward(
       program.network, {'params': params, 'batch_stats': state.network.batch_stats}, inputs, key)
-  players = state.players if players is None else players
+  total, (terms, player_aux) = terms_loss(outputs, program, batch, context, state.players)
+  return total, (terms, batch_stats, player_aux)
+
+
+def terms_loss(outputs, program: StepProgram, batch, context, players):
+  """The method's weighted terms of the network's `outputs` with the `players`
+  (`{name: ModelState}`): `(total, (terms, (player_inputs, player_states)))`, the last two
+  gradient-stopped (see `network_loss`)."""
   calls = {name: program.player_call(name, players[name].variables) for name in program.players}
-  terms, player_inputs = method.network_terms(outputs, batch, calls, context)
-  total = sum(terms.values())
+  terms, player_inputs = program.method.network_terms(outputs, batch, calls, context)
   player_states = {name: call.state for name, call in calls.items()}
-  return total, (terms, batch_stats, jax.lax.stop_gradient((player_inputs, player_states)))
+  return sum(terms.values()), (terms, jax.lax.stop_gradient((player_inputs, player_states)))
 
 
 def step_key(state: TrainState) -> jax.Array:
@@ -141,20 +144,27 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
       state, batch, frozen_outputs, jax.random.fold_in(key, 0), program.network)
 
   network_key = jax.random.fold_in(key, 1)
-  players, player_losses = dict(state.players), {}
-  if method.players_first:  # The players update first, on the current network's outputs.
-    variables = {'params': state.network.params, 'batch_stats': state.network.batch_stats}
-    outputs, _ = method.forward(program.network, variables, inputs, network_key)
+  if method.players_first:
+    # One forward: the players update on its gradient-stopped outputs, then the network's terms
+    # (through the updated players) are pulled back through the same forward.
+    forward = lambda params: method.forward(
+        program.network, {'params': params, 'batch_stats': state.network.batch_stats}, inputs,
+        network_key)
+    outputs, pullback, batch_stats = jax.vjp(forward, state.network.params, has_aux=True)
     players, player_losses = _player_updates(
-        program, players, {}, jax.lax.stop_gradient(method.player_inputs(outputs, batch, context)))
-
-  grad_fn = jax.value_and_grad(network_loss, has_aux=True)
-  (total, (terms, batch_stats, (player_inputs, player_states))), grads = grad_fn(
-      state.network.params, state, program, batch, inputs, context, network_key, players)
-  if method.players_first:  # Keep the collections the network's pass left.
+        program, state.players, {},
+        jax.lax.stop_gradient(method.player_inputs(outputs, batch, context)))
+    (total, (terms, (_, player_states))), output_grads = jax.value_and_grad(
+        terms_loss, has_aux=True)(outputs, program, batch, context, players)
+    grads, = pullback(output_grads)
+    # Keep the collections the network's pass left.
     players = {name: p.with_state(player_states[name]) for name, p in players.items()}
   else:
-    players, player_losses = _player_updates(program, players, player_states, player_inputs)
+    (total, (terms, batch_stats, (player_inputs, player_states))), grads = jax.value_and_grad(
+        network_loss, has_aux=True)(state.network.params, state, program, batch, inputs,
+                                    context, network_key)
+    players, player_losses = _player_updates(program, state.players, player_states,
+                                             player_inputs)
   metrics = {'loss/total': total, **{f'loss/{k}': v for k, v in terms.items()},
              'grad_norm/network': optax.tree.norm(grads),
              # Fraction of the global batch's source label pixels that are ignored.

@@ -277,8 +277,8 @@ def test_step_updates_both_sides_and_takes_the_gradient_through_updated_discrimi
 
   @jax.jit
   def grad_norm(players):
-    loss = lambda p: steps.network_loss(p, state, b.program, full, inputs, context,
-                                        jax.random.fold_in(key, 1), players)[0]
+    loss = lambda p: steps.network_loss(p, state.replace(players=players), b.program, full,
+                                        inputs, context, jax.random.fold_in(key, 1))[0]
     return optax.tree.norm(jax.grad(loss)(state.network.params))
 
   logged, through_new, through_old = (float(v) for v in (
