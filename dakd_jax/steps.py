@@ -12,8 +12,8 @@ order instead: the players step first on the current network's gradient-stopped 
 What is computed is the method's business (`dakd_jax.methods`): the step forwards the network on
 the images the method's `prepare` names with the method's `forward` (by default the source batch
 and, if the method uses it, the target batch; BatchNorm statistics updated in that order, as two
-torch forwards would; the logits upsampled to the input size), and asks the method for the weighted loss terms and the
-players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
+torch forwards would; the logits upsampled to the input size), and asks the method for the
+weighted loss terms and the players' losses. Randomness comes from `fold_in(state.rng, state.step)` (exact on resume).
 
 Shapes: images `[N, H, W, 3]` float32 (normalised), labels `[N, H, W]` int32 (255 = ignore).
 """
@@ -63,10 +63,10 @@ def network_loss(params, state: TrainState, program: StepProgram, batch, inputs,
   `Method.forward` with `key`; `context` is what `Method.network_terms` receives besides.
 
   Returns:
-    `(total, (terms, new_batch_stats, (player_inputs, player_states)))`: `terms` maps `'src/…'` /
-    `'tgt/…'` names to weighted scalars that sum to `total`; `player_inputs` (gradient stopped)
-    feed the players' losses; `player_states` are the players' non-trainable collections after
-    the network's pass (changed only by training-mode players).
+    `(total, (terms, new_batch_stats, (player_inputs, player_states)))`: `terms` maps
+    `'src/…'` / `'tgt/…'` names to weighted scalars that sum to `total`; `player_inputs`
+    (gradient stopped) feed the players' losses; `player_states` are the players' non-trainable
+    collections after the network's pass (changed only by training-mode players).
   """
   outputs, batch_stats = program.method.forward(
       program.network, {'params': params, 'batch_stats': state.network.batch_stats}, inputs, key)

@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from dakd_jax import losses
+
 EDGE_KERNEL_SIZE = 5
 EDGE_THRESHOLD = 0.1
 PERCEPTUAL_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -34,7 +36,9 @@ def l1(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _squared_distance(maps: Sequence[jax.Array], target: float) -> jax.Array:
-  return sum(jnp.mean(jnp.square(m.astype(jnp.float32) - target)) for m in maps)
+  """Sum over scales of the LS-GAN loss `losses.adversarial_loss(..., 'lsgan')` (the mean squared
+  distance of every element to `target`)."""
+  return sum(losses.adversarial_loss(m, target, gan='lsgan') for m in maps)
 
 
 def lsgan_discriminator_loss(real_scores: Sequence[jax.Array],
