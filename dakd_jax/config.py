@@ -59,7 +59,11 @@ def stream_config(dataset, size, split='train'):
 # Stage settings added after stage directories were first recorded (`stage_config.json`), with
 # the value that reproduces what a run recorded without them did: such a directory resumes when
 # the setting keeps that value.
-ADDED_STAGE_SETTINGS = {'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99]}
+ADDED_STAGE_SETTINGS = {
+    'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99],
+    'stage.optim.d_optimizer': 'adam',
+    **{f'stage.{stream}.augment.{key}': value for stream in ('source', 'target')
+       for key, value in (('per_axis_scale', False), ('crop_redraws', 0))}}
 
 
 def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam', optimizer='sgd',

@@ -105,16 +105,24 @@ def test_stage_record_refuses_other_settings_and_extends_on_request(tmp_path):
 
 
 def test_stage_record_without_a_newer_setting_matches_its_old_behaviour(tmp_path):
-  """A directory recorded before `stage.optim.optimizer` and `betas` existed resumes when they
-  keep the values that reproduce it (SGD, Adam betas (0.9, 0.99)), and is refused otherwise."""
+  """A directory recorded before `stage.optim.optimizer`, `betas`, `d_optimizer` and DiGA's
+  augmentation settings existed resumes when they keep the values that reproduce it (SGD, Adam
+  betas (0.9, 0.99), Adam players, one rescale factor, no crop redraws), and is refused
+  otherwise."""
   old = {'stage.num_steps': 10, 'stage.optim.lr': 0.01}
   assert not stages_lib.check_config_record(str(tmp_path), 's', old)
   added = config_lib.ADDED_STAGE_SETTINGS
-  now = {**old, 'stage.optim.optimizer': 'sgd', 'stage.optim.betas': (0.9, 0.99)}
+  stream_defaults = {f'stage.{s}.augment.{k}': v for s in ('source', 'target')
+                     for k, v in (('per_axis_scale', False), ('crop_redraws', 0))}
+  now = {**old, 'stage.optim.optimizer': 'sgd', 'stage.optim.betas': (0.9, 0.99),
+         'stage.optim.d_optimizer': 'adam', **stream_defaults}
   assert not stages_lib.check_config_record(str(tmp_path), 's', now, added=added)
   with pytest.raises(errors.UserError, match="stage.optim.optimizer: 'sgd' -> 'adam'"):
     stages_lib.check_config_record(str(tmp_path), 's', {**now, 'stage.optim.optimizer': 'adam'},
                                    added=added)
+  with pytest.raises(errors.UserError, match='stage.source.augment.crop_redraws: 0 -> 5'):
+    stages_lib.check_config_record(str(tmp_path), 's',
+                                   {**now, 'stage.source.augment.crop_redraws': 5}, added=added)
   with pytest.raises(errors.UserError, match='stage.optim.betas: None'):  # Only when declared.
     stages_lib.check_config_record(str(tmp_path), 's', now)
 
