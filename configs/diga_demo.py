@@ -5,14 +5,16 @@ same source-pretrained start (the README's DiGA comparison).
 
 The student DRN-D-22 (width 1/8) of `configs/demo.py` is pretrained on the labelled source (the
 stand-in for ImageNet weights), then trained for the same number of steps by source-only and by
-the DiGA warm-up; self-training continues from the warm-up with it as the labeler. CrDoMix uses
+the DiGA warm-up; two self-training rounds follow, as the official scripts run them, each from
+the previous network with it as the labeler (offline pseudo-labels of the whole target training
+split, centroids initialised by `calc_centroids.py`'s passes). CrDoMix uses
 the colour-statistics stand-in for the translator (a deviation: no trained translator here).
 """
 
 from configs import demo
 from dakd_jax import config as config_lib
 
-STEPS = {'source_only': 200, 'diga_warmup': 200, 'diga_selftrain': 100}
+STEPS = {'source_only': 200, 'diga_warmup': 200, 'diga_selftrain': 100, 'diga_selftrain2': 100}
 
 
 def get_config():
@@ -26,10 +28,13 @@ def get_config():
       'diga_warmup', 'student', row='DiGA warm-up (distil + CrDoMix)', **common('diga_warmup'),
       init='stage:pretrain_student', translation='colour_stats',
       deviations="translation='colour_stats'")
-  stages.diga_selftrain = config_lib.stage_config(
-      'diga_selftrain', 'student', row='DiGA self-training', **common('diga_selftrain'),
-      init='stage:diga_warmup', frozen={'labeler': 'stage:diga_warmup'},
-      translation='colour_stats', feature_key='main_features',
-      deviations="translation='colour_stats'; DRN layer8 features for the centroids")
-  config.pipeline = ('pretrain_student', 'source_only', 'diga_warmup', 'diga_selftrain')
+  for name, previous, round_ in (('diga_selftrain', 'diga_warmup', 1),
+                                 ('diga_selftrain2', 'diga_selftrain', 2)):
+    stages[name] = config_lib.stage_config(
+        'diga_selftrain', 'student', row=f'DiGA self-training ({round_})', **common(name),
+        init=f'stage:{previous}', frozen={'labeler': f'stage:{previous}'},
+        translation='colour_stats', feature_key='main_features',
+        deviations="translation='colour_stats'; DRN layer8 features for the centroids")
+  config.pipeline = ('pretrain_student', 'source_only', 'diga_warmup', 'diga_selftrain',
+                     'diga_selftrain2')
   return config

@@ -22,7 +22,10 @@ DiGA's released translator instead, skip the stage:
 Official settings kept: SGD 2.5e-4 with the head at x10, momentum 0.9, weight decay 5e-4, poly 0.9,
 80,000 steps per stage; inputs Caffe-normalised / 128; random rescale in [0.7, 1] per axis,
 512x896 crops (source crops redrawn up to 5 times when uninformative), horizontal flips; loss
-weights and EMA as `dakd_jax.methods.diga*`; 2-scale max-fusion evaluation at 1024x2048.
+weights and EMA as `dakd_jax.methods.diga*`; 2-scale max-fusion evaluation at 1024x2048. Each
+self-training round first labels Cityscapes train at 1024x2048 with its labeler (2-scale max
+fusion, `<stage>/pseudo_labels/`) and initialises its centroids by 5 passes at 512x1024 with the
+network it starts from (`pseudolabel_generator.py`, `calc_centroids.py`).
 Deviations (also in each stage's `deviations`): one input size per stream (official: 1 image at
 720x1280 plus 2 at full resolution per step, concatenated), the whole GTA5 list (official: 18,111
 images of train_modified.txt),
@@ -34,7 +37,8 @@ import ml_collections
 
 from dakd_jax import config as config_lib
 
-SIZE = (720, 1280)  # Streams resized to this before the random rescale and the crop.
+SIZE = (720, 1280)  # Source streams resized to this before the random rescale and the crop.
+TARGET_SIZE = (512, 1024)  # The target's (`target_input_size`; also calc_centroids.py's).
 CROP = (512, 896)
 DEVIATIONS = 'one size per stream (official: 1 + 2 images at two sizes); full GTA5 list'
 # The translator script's low-resolution loaders (its other image per domain is at full size).
@@ -72,7 +76,7 @@ def get_config():
   config.eval.input_size = (1024, 2048)
   config.eval.scales = (1.0, 0.5)  # 2-scale max fusion at full resolution (evaluate_val.py).
   common = lambda batch_size: dict(
-      source=stream('gta5'), target=stream('cityscapes'), batch_size=batch_size,
+      source=stream('gta5'), target=stream('cityscapes', TARGET_SIZE), batch_size=batch_size,
       num_steps=80_000, optim=config_lib.optim_config(lr=2.5e-4, head_lr_mult=10.0))
   stages = config.stages
   stages.translator = config_lib.stage_config(
@@ -93,8 +97,7 @@ def get_config():
         init=f'stage:{previous}',
         frozen={'translator': config.get_ref('translator'), 'labeler': f'stage:{previous}'},
         reference='DiGA train_DiGA_gta2city_self_training.py',
-        deviations=DEVIATIONS + '; pseudo-labels of the frozen labeler computed per crop; '
-        'centroids from running means (start_mean) instead of calc_centroids.py')
+        deviations=DEVIATIONS)
   config.pipeline = ('translator', 'warmup', 'selftrain1', 'selftrain2')
   config.train.checkpoint_every = 5_000
   config.train.log_every = 100

@@ -184,38 +184,57 @@ class Evaluator:
       self._steps[key] = jit_eval_step(model, self.num_classes, self.mesh, self.scales)
     return self._steps[key]
 
-  def __call__(self, spec, variables, out_dir=None, *, checkpoint_step=-1,
-               save_predictions=False, num_grid_images=0):
-    """Evaluates `variables` of the network `spec`; returns the metrics dict.
-
-    Files (metrics.json, predictions, the grid) are written only when `out_dir` is given.
-    """
+  def _predictions(self, spec, variables):
+    """Yields `(confusion, host_batch, names, images, pred)` per batch of the split: the batch's
+    confusion matrix and its global uint8 predictions `[B, H, W]` at label resolution (padded
+    rows included), with this process's real examples' names and normalised images."""
     step = self._step({k: spec[k] for k in ('arch', 'num_classes', 'options')})
     variables = jax.device_put(
         {k: v for k, v in variables.items() if k in ('params', 'batch_stats')},
         sharding.replicated(self.mesh))
-    save = bool(out_dir) and save_predictions
-    num_grid = num_grid_images if out_dir else 0
-    pred_dir, grid_dir = (os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)) \
-        if out_dir else (None, None)
-    for directory in ((pred_dir,) if save else ()) + ((grid_dir,) if num_grid else ()):
-      os.makedirs(directory, exist_ok=True)
-
     dataset = data_pipeline.make_eval_dataset(self.eval_set, batch_size=self.local_batch,
                                               data_dir=self.data_dir)
     total = data_pipeline.num_examples(self.eval_set, data_dir=self.data_dir)
     if self.eval_set.num_images >= 0:
       total = min(total, self.eval_set.num_images)
     per_process = -(-total // jax.process_count())
-    confusion = jnp.zeros((self.num_classes,) * 2, jnp.int32)
-    grid_rows, num_images = [], 0
     num_batches = -(-per_process // self.local_batch)
     batches = tqdm.tqdm(_padded_batches(_unbatched(dataset), self.local_batch, num_batches),
-                        total=num_batches, desc=f'evaluating {spec["arch"]}', leave=False,
+                        total=num_batches, desc=f'predicting with {spec["arch"]}', leave=False,
                         disable=jax.process_index() != 0, dynamic_ncols=True)
     for host_batch, names, images in batches:
       batch = sharding.to_global_batch(host_batch, self.mesh)
       conf, pred = step(variables, batch['image'], batch['label'])
+      yield conf, host_batch, names, images, pred
+
+  def write_predictions(self, spec, variables, out_dir):
+    """Writes the prediction of every image of the split as `<out_dir>/<name>.png` (8-bit ids
+    at label resolution), without scoring it: the labels give only the resolution. Returns the
+    number of images this process wrote."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = 0
+    for _, _, names, _, pred in self._predictions(spec, variables):
+      preds = _local_rows(pred)
+      for i, name in enumerate(names):
+        Image.fromarray(preds[i]).save(os.path.join(out_dir, f'{name}.png'))
+      written += len(names)
+    return written
+
+  def __call__(self, spec, variables, out_dir=None, *, checkpoint_step=-1,
+               save_predictions=False, num_grid_images=0):
+    """Evaluates `variables` of the network `spec`; returns the metrics dict.
+
+    Files (metrics.json, predictions, the grid) are written only when `out_dir` is given.
+    """
+    save = bool(out_dir) and save_predictions
+    num_grid = num_grid_images if out_dir else 0
+    pred_dir, grid_dir = (os.path.join(out_dir, 'pred'), os.path.join(out_dir, GRID_SUBDIR)) \
+        if out_dir else (None, None)
+    for directory in ((pred_dir,) if save else ()) + ((grid_dir,) if num_grid else ()):
+      os.makedirs(directory, exist_ok=True)
+    confusion = jnp.zeros((self.num_classes,) * 2, jnp.int32)
+    grid_rows, num_images = [], 0
+    for conf, host_batch, names, images, pred in self._predictions(spec, variables):
       confusion = confusion + conf
       num_images += len(names)
       if save or len(grid_rows) < num_grid:

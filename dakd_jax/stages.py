@@ -11,6 +11,7 @@ A stage directory (`<workdir>/<name>/`):
   players/<name>/  the method's players (discriminators) as variables directories.
   eval/          metrics.json, prediction PNGs and the picture grid (`evaluate.py`).
   oracle/        with eval.select='best_oracle': the best evaluated network and its step.
+  pseudo_labels/ a method's offline target labels, `<name>.png` (`dakd_jax/offline.py`).
   events.out.tfevents.*, metrics.jsonl, eval_history.jsonl   logged losses, rates, evaluations
                  (TensorBoard reads the events: `tensorboard --logdir <workdir>`).
   stage.json     written last: the stage is complete and is skipped when run again.

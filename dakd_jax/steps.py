@@ -125,7 +125,8 @@ def train_step(state: TrainState, batch, frozen_variables, *, program: StepProgr
 
   Args:
     state: replicated `TrainState` (donated by the jitted caller).
-    batch: global arrays `{'source_image', 'source_label', 'target_image'}` sharded on the batch
+    batch: global arrays `{'source_image', 'source_label', 'target_image'}` (and the offline
+      `'target_label'` of a method with a `pseudo_labeler`) sharded on the batch
       axis (the step adds a PRNG key of this step as `'rng'`); BatchNorm statistics are over the
       global batch unless the network was built with per-device statistics groups.
     frozen_variables: `{name: {'params', 'batch_stats'}}` of the frozen networks (may be empty).

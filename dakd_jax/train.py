@@ -21,6 +21,7 @@ from dakd_jax import checkpointing
 from dakd_jax import errors
 from dakd_jax import models
 from dakd_jax import networks as networks_lib
+from dakd_jax import offline
 from dakd_jax import optim
 from dakd_jax import preemption
 from dakd_jax import selection
@@ -274,7 +275,12 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
   stream = functools.partial(_device_stream, batch_size=stage.batch_size, run=run, mesh=mesh,
                              skipped=skipped)
   iterators = {'source_iter': stream(stage.source, ('image', 'label'), seed=run.seed)}
-  if stage.method.uses_target:
+  labeler = stage.method.pseudo_labeler
+  if labeler:  # The target's labels are the labeler's, written before the first step.
+    target = dataclasses.replace(stage.target, pseudo_labels=offline.write_pseudo_labels(
+        stage, run, stage_dir, built.frozen_variables[labeler], mesh))
+    iterators['target_iter'] = stream(target, ('image', 'label'), seed=run.seed + 1)
+  elif stage.method.uses_target:
     # Target labels are never used: they do not exist in unsupervised adaptation.
     iterators['target_iter'] = stream(stage.target, ('image',), seed=run.seed + 1)
 
@@ -285,6 +291,10 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
   if restored is not None:
     state = restored
     logging.info('resumed from step %d of %s', start, stage_dir)
+  elif stage.method.state_passes:
+    state = state.replace(method_state=jax.device_put(offline.initial_method_state(
+        stage, run, state.method_state, built.program.network, state.network.variables),
+        repl))
   oracle = (selection.OracleSelection(stage_dir, stage.network, start)
             if evaluate is not None else None)
   writer = writers.MetricWriter(stage_dir)
@@ -306,7 +316,10 @@ def train(stage, run, stage_dir, *, evaluate=None, hparams=None):
         source = next(iterators['source_iter'])
         batch = {'source_image': source['image'], 'source_label': source['label']}
         if 'target_iter' in iterators:
-          batch['target_image'] = next(iterators['target_iter'])['image']
+          target = next(iterators['target_iter'])
+          batch['target_image'] = target['image']
+          if labeler:
+            batch['target_label'] = target['label']
         input_s += time.perf_counter() - t_input
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
           state, metrics = built.step_fn(state, batch, built.frozen_variables)

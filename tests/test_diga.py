@@ -301,8 +301,10 @@ def test_selftraining_prepare_labels_mixes_and_moves_the_centroids():
       out = {'main': nn.Conv(self.num_classes, (1, 1), name='cls')(f)}
       return {**out, 'features': f} if self.return_features else out
 
-  method = methods.create('diga_selftrain', {'translation': 'colour_stats'})
+  method = methods.create('diga_selftrain', {'translation': 'colour_stats',
+                                             'offline_labels': False})
   assert method.frozen == ('labeler',) and method.uses_target and method.lambda_distil == 0.25
+  assert not method.pseudo_labeler
   net = FeatNet()
   source = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 3))
   target = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3))
@@ -332,6 +334,9 @@ def test_selftraining_prepare_labels_mixes_and_moves_the_centroids():
   moved = np.asarray(new_state['centroids'])[counts > 0]
   assert np.all(np.abs(moved).sum(axis=-1) > 0)
   assert centroids.MOMENTUM == method.centroid_momentum
+  offline_method = methods.create('diga_selftrain', {'translation': 'colour_stats'})
+  given = {**batch, 'target_label': labels}  # The offline labels the target stream carries.
+  assert offline_method.frozen_outputs({'labeler': labeler}, given)['offline'] is labels
 
 
 def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_path):

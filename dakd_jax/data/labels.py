@@ -241,9 +241,15 @@ def subset_means(num_classes: int = NUM_CLASSES) -> dict[str, tuple[int, ...]]:
   return label_set(num_classes).subset_means
 
 
+CLASS_ID = 'class_id'  # Labels already in a label set's ids (pseudo-labels): kept, rest 255.
+
+
 def label_lut(space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
   """The 256-entry lookup from labels stored in `space` to the `num_classes` label set; a
-  one-line error when that set has none (e.g. IDD ids at 19 classes)."""
+  one-line error when that set has none (e.g. IDD ids at 19 classes). `CLASS_ID` labels map to
+  themselves below `num_classes` and to 255 above."""
+  if space == CLASS_ID:
+    return np.where(np.arange(256) < num_classes, np.arange(256), IGNORE_LABEL).astype(np.uint8)
   luts = label_set(num_classes).luts
   if space not in luts:
     raise errors.UserError(f'{space} labels have no mapping to {num_classes} classes; '
@@ -253,5 +259,6 @@ def label_lut(space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
 
 def to_train_ids(label: np.ndarray, space: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
   """Maps a uint8 label map stored in `space` ('label_id' | 'train_id' | 'idd_id' |
-  'mapillary_id' | 'synthia_id') to int32 ids of the `num_classes` label set (255 = ignore)."""
+  'mapillary_id' | 'synthia_id' | 'class_id') to int32 ids of the `num_classes` label set
+  (255 = ignore)."""
   return label_lut(space, num_classes)[label].astype(np.int32)

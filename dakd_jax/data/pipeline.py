@@ -23,6 +23,7 @@ import jax
 import tensorflow_datasets as tfds
 
 from dakd_jax import errors
+from dakd_jax.data import labels
 from dakd_jax.data import transforms
 from dakd_jax.data.builders import BUILDERS, OfficialLayoutBuilder
 
@@ -69,6 +70,9 @@ class Stream:
       super-classes, 16 SYNTHIA classes; `labels.LABEL_SETS`).
     skip_unreadable: leave out an example whose image or label does not decode (see
       `transforms.Decode`) instead of stopping with its name.
+    pseudo_labels: a directory of `<name>.png` pseudo-labels (label set ids at each image's
+      size) that replace the dataset's labels before any resize or augmentation; '' = the
+      dataset's own labels.
   """
   dataset: str
   root: str
@@ -78,6 +82,7 @@ class Stream:
   augment: Augment = Augment()
   num_classes: int = 19
   skip_unreadable: bool = False
+  pseudo_labels: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,13 +219,15 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
     skipped = transforms.SkippedFiles() if skipped is None else skipped
   else:
     skipped = None
-  ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH, skipped=skipped))
+  ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH, skipped=skipped,
+                                pseudo_labels=stream.pseudo_labels))
+  label_space = labels.CLASS_ID if stream.pseudo_labels else cls.LABEL_SPACE
   if stream.size:
     ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size), cls.PAD_LABEL))
   if augment.random_scale:
     ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale),
                                               bool(augment.per_axis_scale)))
-  ds = ds.map(transforms.ToArrays(stream.normalization, cls.LABEL_SPACE, stream.num_classes))
+  ds = ds.map(transforms.ToArrays(stream.normalization, label_space, stream.num_classes))
   if augment.crop or augment.flip:
     crop = tuple(augment.crop) if augment.crop else None
     ds = ds.random_map(transforms.RandomCropFlip(crop, bool(augment.flip),

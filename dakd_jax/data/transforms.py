@@ -113,9 +113,15 @@ class Decode(grain.transforms.Map):
   otherwise a mismatch is an error naming both files.
   `skipped`: an example that does not decode becomes None (grain leaves it out of the batches) and
   is recorded there; without it, it raises a one-line `errors.UserError` naming the file.
+  `pseudo_labels`: a directory whose `<name>.png` replaces the record's label: an 8-bit id map
+  (label set ids, 255 = ignore; `labels.CLASS_ID`) of the image's size, as
+  `dakd_jax.offline.write_pseudo_labels` writes them. (Read here rather than by a transform of
+  its own: grain seeds the random transforms by their depth in the chain, and the stream's random
+  draws stay those of the same stream without pseudo-labels.)
   """
   allow_size_mismatch: bool = False
   skipped: SkippedFiles | None = None
+  pseudo_labels: str = ''
 
   def map(self, record: dict) -> dict | None:
     if self.skipped is None:
@@ -129,6 +135,9 @@ class Decode(grain.transforms.Map):
   def _decode(self, record: dict) -> dict:
     image_file, label_file = _text(record['image_file']), _text(record['label_file'])
     image = decode_rgb(record['image'], image_file)
+    if self.pseudo_labels:
+      return {'image': image, 'label': self._pseudo_label(_text(record['name']), image),
+              'name': _text(record['name'])}
     label = _open(record['label'], label_file, 'label')
     if label.mode not in _LABEL_MODES:
       raise errors.UserError(f'label {label_file} has mode {label.mode}; expected a single-channel '
@@ -139,6 +148,21 @@ class Decode(grain.transforms.Map):
                                f'{label_file} is {label.size[0]}x{label.size[1]} (width x height)')
       label = label.resize(image.size, Image.NEAREST)
     return {'image': image, 'label': label, 'name': _text(record['name'])}
+
+  def _pseudo_label(self, name: str, image: Image.Image) -> Image.Image:
+    path = f'{self.pseudo_labels}/{name}.png'
+    try:
+      with open(path, 'rb') as f:
+        label = _open(f.read(), path, 'pseudo-label')
+    except FileNotFoundError:
+      raise errors.UserError(f'{path}: no pseudo-label for image {name}; the directory holds '
+                             'another split\'s labels') from None
+    if label.mode not in _LABEL_MODES or label.size != image.size:
+      raise errors.UserError(
+          f'pseudo-label {path} is a {label.size[0]}x{label.size[1]} {label.mode} image; expected '
+          f'an 8-bit id map of its image\'s size, {image.size[0]}x{image.size[1]} (width x '
+          'height)')
+    return label
 
 
 @dataclasses.dataclass(frozen=True)

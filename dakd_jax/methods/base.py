@@ -9,6 +9,10 @@ defaults and the static, hashable description the jitted step is built from. It 
 - `frozen`: the names of the frozen networks a stage must be given (DAKD's `'teacher'`);
 - `uses_target` / `needs_features`: whether the network is also forwarded on the target batch,
   and whether its tapped feature maps are needed;
+- `pseudo_labeler` / `state_passes`: what runs once before the stage's first step
+  (`dakd_jax.offline`): a frozen network labelling the target training split (the step's
+  `batch['target_label']`), and passes of `state_pass` over its images initialising the
+  method state (DiGA's pseudo-labels and class centroids);
 and computes, inside the one generic step (`dakd_jax.steps.train_step`):
 
 - `frozen_outputs(frozen, batch)`: what the frozen networks contribute (outside the gradient);
@@ -174,6 +178,29 @@ class Method:
   def needs_features(self) -> bool:
     """Whether `outputs` must carry the network's feature maps."""
     return False
+
+  @property
+  def pseudo_labeler(self) -> str:
+    """The frozen network that labels the target training split once, before the stage's first
+    step (`dakd_jax.offline.write_pseudo_labels`, logits max-fused over `pseudo_label_scales`);
+    the step then gets those labels, augmented with the images, as `batch['target_label']`.
+    '' = no offline labels (the target stream gives images only)."""
+    return ''
+
+  pseudo_label_scales: ClassVar[tuple[float, ...]] = (1.0,)
+
+  @property
+  def state_passes(self) -> int:
+    """Passes of `state_pass` over the target training split that initialise the method state
+    before the stage's first step (`dakd_jax.offline.initial_method_state`); 0 = none."""
+    return 0
+
+  def state_pass(self, method_state: Any, network: nn.Module, variables: Mapping[str, Any],
+                 images: jax.Array) -> Any:
+    """The method state after one batch of those passes: `images` `[N, H, W, 3]` in file order,
+    unaugmented, at the target stream's size; `network` with its step-0 variables, to be applied
+    in inference mode."""
+    raise NotImplementedError(f'{type(self).__name__} declares state_passes without state_pass')
 
   def players(self, num_classes: int) -> dict[str, Player]:
     del num_classes

@@ -1,11 +1,19 @@
 """DiGA self-training (method.md §6.2): the warm-up's source terms plus threshold-free target
 self-training on ClassMix/DACS images labelled by bilateral consensus.
 
+Before the first step (`dakd_jax.offline`), as the official scripts do beforehand:
+- the frozen `labeler` (the previous round's network) labels every target training image once at
+  full resolution, the max of its logits at the image's size and at half size
+  (`pseudolabel_generator.py`); these offline labels are then cropped and flipped with their
+  images;
+- the class centroids start from `centroid_passes` passes over the target training images
+  (unaugmented, at the target stream's size) of the network the stage starts from: per image and
+  predicted class, the mean 256-d feature, folded into running means (`calc_centroids.py`).
+
 Each step, after the warm-up's EMA teacher update and its teacher forward on [x_s; x_cdm]:
 - the teacher (with features) runs on the target batch; its features' distances to the class
-  centroids give ŷ_feat (softmax(-distance), upsampled, argmax); the pseudo-label of the frozen
-  `labeler` (the warm-up network; 2-scale max fusion of its logits at the input and at half size)
-  is kept where ŷ_feat agrees and set to 255 elsewhere (the consensus label);
+  centroids give ŷ_feat (softmax(-distance), upsampled, argmax); the offline pseudo-label is kept
+  where ŷ_feat agrees and set to 255 elsewhere (the consensus label);
 - x_mix pastes floor(K / 2) random source classes (and the ignored pixels) of x_s onto the
   strongly augmented target (beta `target_beta`), y_mix pastes their labels onto the consensus;
 - the centroids move towards per-image class means of teacher features, target images first
@@ -13,11 +21,9 @@ Each step, after the warm-up's EMA teacher update and its teacher forward on [x_
   argmax agree); classes under 5 feature pixels are skipped.
 The loss adds lambda_mix * CE(S(x_mix), y_mix) to the warm-up's terms (lambda_distil 0.25).
 
-Deviations (named): the offline pseudo-labels are computed on the fly from the frozen warm-up
-network on the training crop (the official script labels the full 1024x2048 image once, before
-cropping); the centroid bank starts at zero and, with `start_mean`, takes running means of the
-first 100 vectors per class (the official run loads centroids computed beforehand by
-`calc_centroids.py`; `start_mean=False` then gives its pure moving average).
+Options beside the official pipeline: `offline_labels=False` labels each training crop in the
+step instead (the labeler's 2-scale fusion on the crop), and `centroid_passes=0` starts the bank
+at zero, then best with `start_mean=True` (running means of the first 100 vectors per class).
 """
 
 import dataclasses
@@ -46,16 +52,29 @@ class DiGASelfTraining(diga.DiGAWarmUp):
     lambda_mix: weight of the mixed target cross-entropy (1.0).
     target_beta: blend of the target images' strong augmentation (0.3).
     centroid_momentum: the centroids' moving-average rate (1e-4).
-    start_mean: running means for the first 100 vectors of each class (see the module docstring).
+    offline_labels: label the target split once before the first step (official) rather than
+      each crop in the step.
+    centroid_passes: passes over the target split that initialise the centroids (official 5;
+      0 = a zero bank).
+    start_mean: running means for a class's first 100 vectors in the step (official: off, the
+      bank is initialised).
     feature_key: the network output the centroids live in ('features': DiGA's 256-d `feat`).
   """
   name: ClassVar[str] = 'diga_selftrain'
+  pseudo_label_scales: ClassVar[tuple[float, ...]] = FUSION_SCALES
   lambda_distil: float = 0.25
   lambda_mix: float = 1.0
   target_beta: float = 0.3
   centroid_momentum: float = centroids.MOMENTUM
-  start_mean: bool = True
+  offline_labels: bool = True
+  centroid_passes: int = 5
+  start_mean: bool = False
   feature_key: str = 'features'
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.centroid_passes < 0:
+      raise ValueError(f'centroid_passes: expected 0 or more, got {self.centroid_passes!r}')
 
   @property
   def frozen(self) -> tuple[str, ...]:
@@ -64,6 +83,24 @@ class DiGASelfTraining(diga.DiGAWarmUp):
   @property
   def uses_target(self) -> bool:
     return True
+
+  @property
+  def pseudo_labeler(self) -> str:
+    return 'labeler' if self.offline_labels else ''
+
+  @property
+  def state_passes(self) -> int:
+    return self.centroid_passes
+
+  def state_pass(self, method_state, network, variables, images):
+    """`calc_centroids.py` on one batch: per image and predicted class the mean feature of the
+    network in inference mode, folded into running means (count capped at 3000)."""
+    outputs = network.clone(return_features=True).apply(variables, images, train=False)
+    means, valid = centroids.class_mean_features(outputs[self.feature_key], outputs['main'])
+    bank, counts = centroids.update_centroids(
+        method_state['centroids'], method_state['centroid_counts'], means, valid,
+        self.centroid_momentum, mean_below=float('inf'))
+    return {**method_state, 'centroids': bank, 'centroid_counts': counts}
 
   def init_state(self, network_variables, network):
     state = super().init_state(network_variables, network)
@@ -75,12 +112,16 @@ class DiGASelfTraining(diga.DiGAWarmUp):
             'centroid_counts': jnp.zeros((num_classes,), jnp.float32)}
 
   def frozen_outputs(self, frozen, batch):
-    """The translator's image (if used) and the labeler's pseudo-labels of the target batch."""
-    labeler, images = frozen['labeler'], batch['target_image']
-    fused = evaluate.main_logits(labeler.module, labeler.variables, images, images.shape[1:3],
-                                 scales=FUSION_SCALES)
-    return {'translated': super().frozen_outputs(frozen, batch),
-            'offline': jax.lax.stop_gradient(jnp.argmax(fused, axis=-1).astype(jnp.int32))}
+    """The translator's image (if used) and the pseudo-labels of the target batch: the offline
+    ones the batch carries, or the labeler's on the crop."""
+    if self.offline_labels:
+      offline = batch['target_label']
+    else:
+      labeler, images = frozen['labeler'], batch['target_image']
+      fused = evaluate.main_logits(labeler.module, labeler.variables, images, images.shape[1:3],
+                                   scales=FUSION_SCALES)
+      offline = jax.lax.stop_gradient(jnp.argmax(fused, axis=-1).astype(jnp.int32))
+    return {'translated': super().frozen_outputs(frozen, batch), 'offline': offline}
 
   def prepare(self, state, batch, frozen_outputs, key, network):
     source_key, target_key, mix_key, aug_key = jax.random.split(key, 4)

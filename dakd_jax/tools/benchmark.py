@@ -85,7 +85,8 @@ def random_batch(stage: stages_lib.StageSpec, num_classes: int,
 
   `source_image` `[B, H_s, W_s, 3]` and `target_image` `[B, H_t, W_t, 3]` float32 (uniform 0-255
   minus the BGR mean), `source_label` `[B, H_s, W_s]` int32 uniform over the classes with about
-  10% ignored (255) pixels; the target batch only if the method uses it. A stream with a random
+  10% ignored (255) pixels; the target batch only if the method uses it, with random
+  `target_label` pseudo-labels alike if it has a `pseudo_labeler`. A stream with a random
   crop gives batches of the crop's size.
   """
   rng = np.random.default_rng(seed)
@@ -93,11 +94,15 @@ def random_batch(stage: stages_lib.StageSpec, num_classes: int,
   size = lambda stream: stream.augment.crop or stream.size
   images = lambda size: (rng.uniform(0, 255, (b, *size, 3)).astype(np.float32)
                          - transforms.CAFFE_MEAN_BGR)
-  label = rng.integers(0, num_classes, (b, *size(stage.source))).astype(np.int32)
-  label[rng.random(label.shape) < 0.1] = 255
-  batch = {'source_image': images(size(stage.source)), 'source_label': label}
+  def labels(size):
+    label = rng.integers(0, num_classes, (b, *size)).astype(np.int32)
+    label[rng.random(label.shape) < 0.1] = 255
+    return label
+  batch = {'source_image': images(size(stage.source)), 'source_label': labels(size(stage.source))}
   if stage.method.uses_target:
     batch['target_image'] = images(size(stage.target))
+  if stage.method.pseudo_labeler:
+    batch['target_label'] = labels(size(stage.target))
   return batch
 
 
