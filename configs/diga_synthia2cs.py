@@ -18,12 +18,13 @@ also reports the 13-class mIoU* (`miou_13`: the mean of the IoUs without wall, f
 Official settings that differ from GTA5 (`domain_adaptation/Synthia/train_DiGA_synthia2city_*`):
 source images at SYNTHIA's own 760x1280; warm-up 60,000 steps, 4 source images per step (1 + 3),
 lambda_distil 0.25, source crops without the random rescale; self-training 80,000 steps, 3 images
-(1 + 2), rescale as for GTA5. Everything else is `diga_gta2cs`'s.
+(1 + 2), rescale as for GTA5; every supervised term (the source CE, and self-training's mixed
+target CE) is the OHEM CE (threshold 0.7, at least 100,000 pixels kept); the warm-up's strong
+augmentation applies colour jitter with probability 0.7 and grayscale with 0.1 (self-training:
+GTA5's 0.5 and 0.3). Everything else is `diga_gta2cs`'s.
 Deviations (also in each stage's `deviations`): one input size per stream (official: 1 image at
-760x1280 plus 3 (warm-up) / 2 (self-training) at 1140x1920); the seg loss is DiGA's CE, not the
-official OHEM CE (threshold 0.7, at least 100,000 pixels kept); the warm-up's strong augmentation
-keeps the GTA5 probabilities (official SYNTHIA: colour jitter 0.7, grayscale 0.1); the warm-up
-learning rate is poly-decayed. The official warm-up calls `poly_lr_scheduler_warm(base_lr, i_iter,
+760x1280 plus 3 (warm-up) / 2 (self-training) at 1140x1920); the warm-up learning rate is
+poly-decayed. The official warm-up calls `poly_lr_scheduler_warm(base_lr, i_iter,
 max_iter, power)` positionally into `(base_lr, iter, warmup, max_iter)`, so its rate rises linearly
 from 0 to 2.5e-4 over the whole 60,000 steps.
 """
@@ -34,10 +35,10 @@ SOURCE_SIZE = (760, 1280)  # SYNTHIA's own size (the official `source_input_size
 NUM_CLASSES = 16
 TRANSLATOR_LAMBDA_SELF = 0.025  # The SYNTHIA translator script's (GTA5: 0.001).
 SHARED_DEVIATIONS = ('one size per stream (official: 1 + 3 or 1 + 2 images at 760x1280 and '
-                     '1140x1920); DiGA CE instead of the official OHEM CE (0.7, 100k pixels)')
-WARMUP_DEVIATIONS = ('; strong-augmentation probabilities of GTA5 (official SYNTHIA: jitter 0.7, '
-                     'grayscale 0.1); poly lr (official: a linear ramp 0 -> 2.5e-4 over the '
-                     'stage, from a positional-argument slip in adjust_learning_rate_warm)')
+                     '1140x1920)')
+WARMUP_DEVIATIONS = ('; poly lr (official: a linear ramp 0 -> 2.5e-4 over the stage, from a '
+                     'positional-argument slip in adjust_learning_rate_warm)')
+WARMUP_AUGMENT = {'jitter_p': 0.7, 'gray_p': 0.1}  # The SYNTHIA warm-up's `extra_aug`.
 
 
 def get_config():
@@ -55,8 +56,11 @@ def get_config():
   warmup.batch_size = 4
   warmup.num_steps = 60_000
   warmup.options.lambda_distil = 0.25
+  warmup.options.update(WARMUP_AUGMENT)
   warmup.reference = 'DiGA domain_adaptation/Synthia/train_DiGA_synthia2city_warm_up.py'
   warmup.deviations = SHARED_DEVIATIONS + WARMUP_DEVIATIONS
+  for name in ('warmup', 'selftrain1', 'selftrain2'):
+    stages[name].options.seg_loss = 'ohem'
   for name in ('selftrain1', 'selftrain2'):
     stage = stages[name]
     stage.source = diga_gta2cs.stream('synthia', SOURCE_SIZE)

@@ -33,19 +33,23 @@ SHARPNESS = 0.5
 BLUR_SIGMA = 2.0
 
 
-def draw_strong_params(key: jax.Array, n: int) -> dict[str, jax.Array]:
+def draw_strong_params(key: jax.Array, n: int,
+                       probs: Mapping[str, float] | None = None) -> dict[str, jax.Array]:
   """Per-image random parameters of the strong augmentation: each entry is [n].
 
-  `apply_*` flags are booleans; factors are brightness in [-0.4, 0.4] (additive), contrast and
-  saturation in [1 - r, 1 + r], hue in [-0.1, 0.1] (turns), sharpness in [0, 0.5].
+  `apply_*` flags are booleans, drawn with the probabilities `probs` (keys of `PROBS`; missing
+  ones and None: `PROBS`, e.g. DiGA's SYNTHIA warm-up's `{'jitter': 0.7, 'gray': 0.1}`); factors
+  are brightness in [-0.4, 0.4] (additive), contrast and saturation in [1 - r, 1 + r], hue in
+  [-0.1, 0.1] (turns), sharpness in [0, 0.5].
   """
+  probs = {**PROBS, **(probs or {})}
   keys = jax.random.split(key, 8)
   flag = lambda k, p: jax.random.uniform(k, (n,)) < p
   uniform = lambda k, lo, hi: jax.random.uniform(k, (n,), minval=lo, maxval=hi)
   b, c, s, h = (JITTER[k] for k in ('brightness', 'contrast', 'saturation', 'hue'))
   return {
-      'jitter': flag(keys[0], PROBS['jitter']), 'gray': flag(keys[1], PROBS['gray']),
-      'blur': flag(keys[2], PROBS['blur']), 'sharpness': flag(keys[3], PROBS['sharpness']),
+      'jitter': flag(keys[0], probs['jitter']), 'gray': flag(keys[1], probs['gray']),
+      'blur': flag(keys[2], probs['blur']), 'sharpness': flag(keys[3], probs['sharpness']),
       'brightness': uniform(keys[4], -b, b), 'contrast': uniform(keys[5], 1 - c, 1 + c),
       'saturation': uniform(keys[6], 1 - s, 1 + s),
       'hue': uniform(jax.random.fold_in(keys[7], 0), -h, h),
@@ -114,9 +118,10 @@ def apply_strong_augment(images: jax.Array, params: Mapping[str, jax.Array],
   return beta * (augmented - 0.5) / 0.5 + (1.0 - beta) * x
 
 
-def strong_augment(key: jax.Array, images: jax.Array, beta: float = 0.4) -> jax.Array:
-  """`apply_strong_augment` with parameters drawn from `key`."""
-  return apply_strong_augment(images, draw_strong_params(key, images.shape[0]), beta)
+def strong_augment(key: jax.Array, images: jax.Array, beta: float = 0.4,
+                   probs: Mapping[str, float] | None = None) -> jax.Array:
+  """`apply_strong_augment` with parameters drawn from `key` (op probabilities `probs`)."""
+  return apply_strong_augment(images, draw_strong_params(key, images.shape[0], probs), beta)
 
 
 def colour_statistics_transfer(source: jax.Array, target: jax.Array) -> jax.Array:

@@ -63,7 +63,11 @@ ADDED_STAGE_SETTINGS = {
     'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99],
     'stage.optim.d_optimizer': 'adam',
     **{f'stage.{stream}.augment.{key}': value for stream in ('source', 'target')
-       for key, value in (('per_axis_scale', False), ('crop_redraws', 0))}}
+       for key, value in (('per_axis_scale', False), ('crop_redraws', 0))},
+    # DiGA's SYNTHIA settings (the GTA5 scripts' CE and augmentation probabilities).
+    'stage.options.seg_loss': 'ce', 'stage.options.ohem_thresh': 0.7,
+    'stage.options.ohem_min_kept': 100_000, 'stage.options.jitter_p': 0.5,
+    'stage.options.gray_p': 0.3}
 
 
 def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam', optimizer='sgd',

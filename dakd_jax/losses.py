@@ -67,6 +67,36 @@ def segmentation_cross_entropy(logits: jax.Array,
   return _safe_divide(jnp.sum(valid * nll), jnp.sum(counted.astype(jnp.float32)))
 
 
+def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, thresh: float = 0.7,
+                       min_kept: int = 100_000,
+                       ignore_label: int = IGNORE_LABEL) -> jax.Array:
+  """Online hard example mining CE (DiGA's SYNTHIA scripts, `OhemCrossEntropy`).
+
+  Among the valid pixels, sorted by the probability of their true class, the threshold is the
+  larger of `thresh` and the probability at position min(min_kept, n_valid - 1); the loss is the
+  mean NLL over the valid pixels whose probability is below it (at least `min_kept` of them when
+  there are that many, all but the easiest otherwise). The selection is not differentiated.
+
+  Args:
+    logits: ``[N, H, W, C]``; labels: ``[N, H, W]`` (ignore_label or outside [0, C) ignored).
+
+  Returns:
+    Float32 scalar; 0 with zero gradient when no pixel is kept (the official mean gives NaN).
+  """
+  num_classes = logits.shape[-1]
+  log_probs = jax.nn.log_softmax(_f32(logits), axis=-1).reshape(-1, num_classes)
+  labels = labels.reshape(-1)
+  valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
+  nll = -jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+  prob = jax.lax.stop_gradient(jnp.exp(-nll))
+  ranked = jnp.sort(jnp.where(valid, prob, jnp.inf))  # Valid pixels first, easiest last.
+  n_valid = jnp.sum(valid)
+  position = jnp.clip(jnp.minimum(min_kept, n_valid - 1), 0, ranked.shape[0] - 1)
+  threshold = jnp.maximum(ranked[position], thresh)
+  kept = (valid & (prob < threshold)).astype(jnp.float32)
+  return _safe_divide(jnp.sum(kept * nll), jnp.sum(kept))
+
+
 def soft_cross_entropy(student_logits: jax.Array, teacher_probs: jax.Array,
                        mask: jax.Array | None = None) -> jax.Array:
   """H(q, p) = -sum_c q_c log p_c per pixel, averaged over every pixel or over `mask`.

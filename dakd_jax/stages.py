@@ -127,7 +127,8 @@ def check_config_record(directory, name, fields, *, allow_longer=False, added=No
     allow_longer: accept a record that differs only by a smaller `num_steps`: training goes on
       to the new step count from the stage's last checkpoint.
     added: `{dotted key: value}` of settings newer than some records: a record without the key
-      matches that value (`config.ADDED_STAGE_SETTINGS`).
+      matches that value (`config.ADDED_STAGE_SETTINGS`); keys that `fields` lacks (another
+      method's options) play no part.
 
   Returns:
     Whether the stage must train further than its record (only with `allow_longer`).
@@ -141,7 +142,7 @@ def check_config_record(directory, name, fields, *, allow_longer=False, added=No
     _write_json(path, fields)
     return False
   with open(path) as f:
-    recorded = {**(added or {}), **json.load(f)}
+    recorded = {**{k: v for k, v in (added or {}).items() if k in fields}, **json.load(f)}
   diff = [k for k in sorted(set(recorded) | set(fields)) if recorded.get(k) != fields.get(k)]
   if not diff:
     return False

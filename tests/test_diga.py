@@ -50,6 +50,32 @@ def test_cross_entropy_official_averaging_matches_torch(torch):
                              rtol=1e-6)
 
 
+@pytest.mark.parametrize('min_kept', [5, 50, 1000])  # Threshold 0.7; from the ranking; the top.
+def test_ohem_cross_entropy_matches_the_synthia_scripts(min_kept, torch):
+  from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
+  logits, labels = _logits(5, (2, 5, 6, 4)) * 0.7, _labels(6)
+  x = torch.tensor(_nchw(logits), requires_grad=True)
+  ref = D.ohem_cross_entropy(x, torch.tensor(labels, dtype=torch.long), 0.7, min_kept)
+  ref.backward()
+  fn = lambda l: losses.ohem_cross_entropy(l, labels, 0.7, min_kept)
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(logits))
+  np.testing.assert_allclose(value, ref.item(), rtol=1e-6)
+  np.testing.assert_allclose(_nchw(grad), x.grad.numpy(), atol=1e-7)
+  assert float(losses.ohem_cross_entropy(logits, np.full_like(labels, 255))) == 0.0
+
+
+def test_ohem_keeps_the_hard_pixels():
+  """With one easy pixel among hard ones, the hard ones alone are averaged (the threshold is
+  0.7); with `min_kept` above the hard count the threshold rises to keep that many."""
+  logits = np.zeros((1, 1, 4, 2), np.float32)
+  logits[0, 0, 0] = (10.0, 0.0)  # Easy: p(class 0) ~ 1.
+  labels = np.zeros((1, 1, 4), np.int32)
+  nll = np.log(2.0)  # The other three: p = 0.5.
+  np.testing.assert_allclose(losses.ohem_cross_entropy(logits, labels, 0.7, 1), nll, rtol=1e-6)
+  none_below = losses.ohem_cross_entropy(logits, labels, 0.4, 2)  # Threshold p = 0.5: none.
+  np.testing.assert_allclose(none_below, 0.0)
+
+
 @pytest.mark.parametrize('masked', [False, True])
 def test_symmetric_distillation_matches_torch(masked, torch):
   from dakd_jax.torch_ref import diga as D  # pylint: disable=g-import-not-at-top
@@ -174,6 +200,12 @@ def test_strong_augment_probabilities_and_ranges():
   p = augment.draw_strong_params(jax.random.PRNGKey(0), 4000)
   for name, prob in augment.PROBS.items():
     assert abs(float(np.mean(p[name])) - prob) < 0.03, name
+  synthia = {'jitter': 0.7, 'gray': 0.1}  # DiGA's SYNTHIA warm-up.
+  q = augment.draw_strong_params(jax.random.PRNGKey(0), 4000, synthia)
+  for name, prob in {**augment.PROBS, **synthia}.items():
+    assert abs(float(np.mean(q[name])) - prob) < 0.03, name
+  method = methods.create('diga_warmup', {'jitter_p': 0.7, 'gray_p': 0.1})
+  assert method.augment_probs == synthia
   assert -0.4 <= p['brightness'].min() and p['brightness'].max() <= 0.4
   assert 0.0 <= p['sharpness_factor'].min() and p['sharpness_factor'].max() <= 0.5
 
@@ -186,6 +218,12 @@ def test_method_options_are_checked():
     methods.create('diga_warmup', {'translation': 'cyclegan'})
   with pytest.raises(Exception, match='ema_max'):
     methods.create('diga_warmup', {'ema_max': 1.0})
+  with pytest.raises(Exception, match='seg_loss: expected one of'):
+    methods.create('diga_warmup', {'seg_loss': 'focal'})
+  with pytest.raises(Exception, match='gray_p: expected a value in'):
+    methods.create('diga_warmup', {'gray_p': 1.5})
+  with pytest.raises(Exception, match='centroid_passes: expected 0 or more'):
+    methods.create('diga_selftrain', {'centroid_passes': -1})
 
 
 @pytest.mark.slow

@@ -203,7 +203,9 @@ def test_synthia2cs_config_has_the_official_synthia_settings(tmp_path):
     assert stage.source.dataset == 'synthia' and stage.source.size == (760, 1280)
     assert stage.source.augment.random_scale == rescale
     assert stage.source.augment.crop == (512, 896) and stage.source.augment.crop_redraws == 5
-    assert stage.target.dataset == 'cityscapes' and 'OHEM' in stage.deviations
+    assert stage.target.dataset == 'cityscapes' and stage.options.seg_loss == 'ohem'
+    probs = (0.7, 0.1) if name == 'warmup' else (0.5, 0.3)  # Colour jitter, grayscale.
+    assert (stage.options.jitter_p, stage.options.gray_p) == probs
     assert 'Synthia/train_DiGA_synthia2city' in stage.reference
   assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
   # Planned with the stand-in translation (the real one needs the translator stage's VGG).

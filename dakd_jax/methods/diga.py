@@ -30,6 +30,7 @@ from dakd_jax.methods import base
 TRANSLATIONS = ('network', 'colour_stats')
 TEACHER_BN = ('train', 'eval')
 SEG_AVERAGES = ('all', 'valid')
+SEG_LOSSES = ('ce', 'ohem')
 
 
 def ema_decay(step: jax.Array, ema_max: float) -> jax.Array:
@@ -52,7 +53,11 @@ class DiGAWarmUp(base.Method):
     alpha: weight of the second direction, H(T(x_cdm), S(x_s)) (0.5).
     distil_mask: average the soft cross-entropies over non-ignored pixels only (official: off).
     seg_average: 'all' (DiGA: the valid pixels' sum over every pixel) | 'valid'.
+    seg_loss: 'ce' (DiGA's GTA5 scripts) | 'ohem' (its SYNTHIA scripts: `ohem_cross_entropy`
+      with `ohem_thresh` 0.7 and `ohem_min_kept` 100,000; then `seg_average` plays no part).
     beta: blend of the strong augmentation (0.4).
+    jitter_p, gray_p: the strong augmentation's colour-jitter and grayscale probabilities (0.5,
+      0.3; the SYNTHIA warm-up: 0.7, 0.1).
     crdomix: mix in the translated image (off: x_aug alone, the "distil" ablation row).
     translation: how x_s2t is made. 'network': DiGA's frozen translator (`diga_translator`,
       the stage's `frozen.translator`; inputs in the 'diga' normalisation, as it was trained);
@@ -67,7 +72,12 @@ class DiGAWarmUp(base.Method):
   alpha: float = 0.5
   distil_mask: bool = False
   seg_average: str = 'all'
+  seg_loss: str = 'ce'
+  ohem_thresh: float = 0.7
+  ohem_min_kept: int = 100_000
   beta: float = 0.4
+  jitter_p: float = augment.PROBS['jitter']
+  gray_p: float = augment.PROBS['gray']
   crdomix: bool = True
   translation: str = 'network'
   ema_max: float = 0.999
@@ -76,13 +86,15 @@ class DiGAWarmUp(base.Method):
   def __post_init__(self):
     for field, value, valid in (('translation', self.translation, TRANSLATIONS),
                                 ('teacher_bn', self.teacher_bn, TEACHER_BN),
-                                ('seg_average', self.seg_average, SEG_AVERAGES)):
+                                ('seg_average', self.seg_average, SEG_AVERAGES),
+                                ('seg_loss', self.seg_loss, SEG_LOSSES)):
       if value not in valid:
         raise ValueError(f'{field}: expected one of {valid}, got {value!r}')
     if not 0 <= self.ema_max < 1:
       raise ValueError(f'ema_max: expected a value in [0, 1), got {self.ema_max!r}')
-    if not 0 <= self.beta <= 1:
-      raise ValueError(f'beta: expected a value in [0, 1], got {self.beta!r}')
+    for field in ('beta', 'jitter_p', 'gray_p'):
+      if not 0 <= getattr(self, field) <= 1:
+        raise ValueError(f'{field}: expected a value in [0, 1], got {getattr(self, field)!r}')
 
   @property
   def frozen(self) -> tuple[str, ...]:
@@ -111,13 +123,24 @@ class DiGAWarmUp(base.Method):
     """x_cdm [N, H, W, 3]: the strong view, CrDoMix-ed with the translated image if enabled."""
     aug_key, mix_key = jax.random.split(key)
     source = batch['source_image']
-    strong = augment.strong_augment(aug_key, source, self.beta)
+    strong = augment.strong_augment(aug_key, source, self.beta, self.augment_probs)
     if not self.crdomix:
       return strong
     if translated is None:
       translated = augment.colour_statistics_transfer(source, batch['target_image'])
     chosen = augment.choose_half_of_classes(mix_key, batch['source_label'], num_classes)
     return augment.mix(augment.class_mask(batch['source_label'], chosen), strong, translated)
+
+  @property
+  def augment_probs(self) -> dict[str, float]:
+    """The strong augmentation's colour-jitter and grayscale probabilities (the rest: `PROBS`)."""
+    return {'jitter': self.jitter_p, 'gray': self.gray_p}
+
+  def segmentation_loss(self, logits, labels):
+    """The supervised term's loss of `[N, H, W, C]` logits against `[N, H, W]` labels."""
+    if self.seg_loss == 'ohem':
+      return losses.ohem_cross_entropy(logits, labels, self.ohem_thresh, self.ohem_min_kept)
+    return losses.segmentation_cross_entropy(logits, labels, average=self.seg_average)
 
   def averaged_teacher(self, state):
     """The teacher variables after this step's EMA update (before the step, as official)."""
@@ -152,8 +175,7 @@ class DiGAWarmUp(base.Method):
     n = labels.shape[0]
     student, teacher = outputs['source']['main'], frozen_outputs['teacher']
     mask = (labels != losses.IGNORE_LABEL) if self.distil_mask else None
-    terms = {'src/seg': self.lambda_seg * losses.segmentation_cross_entropy(
-        student[:n], labels, average=self.seg_average)}
+    terms = {'src/seg': self.lambda_seg * self.segmentation_loss(student[:n], labels)}
     terms['src/distil'] = self.lambda_distil * losses.symmetric_distillation(
         student[:n], student[n:], teacher[:n], teacher[n:], self.alpha, mask)
     return terms, {}

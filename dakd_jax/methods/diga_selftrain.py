@@ -36,7 +36,6 @@ import jax.numpy as jnp
 from dakd_jax import augment
 from dakd_jax import centroids
 from dakd_jax import evaluate
-from dakd_jax import losses
 from dakd_jax.methods import base
 from dakd_jax.methods import diga
 
@@ -139,7 +138,8 @@ class DiGASelfTraining(diga.DiGAWarmUp):
     source_labels = batch['source_label']
     chosen = augment.choose_half_of_classes(mix_key, source_labels, network.num_classes)
     mask = augment.class_mask(source_labels, chosen)
-    target_view = augment.strong_augment(aug_key, batch['target_image'], self.target_beta)
+    target_view = augment.strong_augment(aug_key, batch['target_image'], self.target_beta,
+                                         self.augment_probs)
     mixed = augment.mix(mask, batch['source_image'], target_view)
     mixed_labels = jnp.where(mask == 1, source_labels, consensus)
 
@@ -162,6 +162,6 @@ class DiGASelfTraining(diga.DiGAWarmUp):
 
   def network_terms(self, outputs, batch, players, frozen_outputs):
     terms, player_inputs = super().network_terms(outputs, batch, players, frozen_outputs)
-    terms['tgt/mix_seg'] = self.lambda_mix * losses.segmentation_cross_entropy(
-        outputs['mix']['main'], frozen_outputs['mix_label'], average=self.seg_average)
+    terms['tgt/mix_seg'] = self.lambda_mix * self.segmentation_loss(
+        outputs['mix']['main'], frozen_outputs['mix_label'])
     return terms, player_inputs

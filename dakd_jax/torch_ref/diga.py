@@ -13,6 +13,7 @@ Layouts are NCHW.
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dakd_jax.torch_ref.models import add_resnet101_stages
 
@@ -148,6 +149,22 @@ def cross_entropy2d(logits, labels):
   valid = (labels >= 0) & (labels != 255)
   nll = -log_p.gather(1, torch.where(valid, labels, 0)[:, None])[:, 0]
   return (nll * valid).sum() / (labels >= 0).sum()
+
+
+def ohem_cross_entropy(logits, labels, thresh=0.7, min_kept=100_000, ignore_label=255):
+  """DiGA's SYNTHIA `OhemCrossEntropy` (one score map): the NLL of the valid pixels whose
+  true-class probability is below max(thresh, the sorted probability at min(min_kept,
+  n_valid - 1)), averaged. logits [N, C, H, W], labels [N, H, W]."""
+  pixel_losses = F.cross_entropy(logits, labels, ignore_index=ignore_label,
+                                 reduction='none').contiguous().view(-1)
+  mask = labels.contiguous().view(-1) != ignore_label
+  target = labels.clone()
+  target[target == ignore_label] = 0
+  pred = torch.softmax(logits, dim=1).gather(1, target.unsqueeze(1))
+  pred, ind = pred.contiguous().view(-1)[mask].contiguous().sort()
+  threshold = max(pred[min(min_kept, pred.numel() - 1)], thresh)
+  pixel_losses = pixel_losses[mask][ind]
+  return pixel_losses[pred < threshold].mean()
 
 
 def distillation_loss(teacher_logits, student_logits, scale=0.5, labels=None):
