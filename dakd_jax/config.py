@@ -47,6 +47,10 @@ def stream_config(dataset, size, split='train'):
   cfg.dataset = dataset  # A key of config.roots ('gta5' | 'cityscapes' | 'synthia' | ...).
   cfg.split = split
   cfg.size = tuple(size)  # Bicubic for images, nearest for labels (official: no crop).
+  # Sizes cycled over a batch's images in place of `size` (DiGA: 1 image at 720x1280 and 2 at
+  # full resolution), e.g. ((720, 1280), (1052, 1914), (1052, 1914)); () = `size` for all.
+  # They need `augment.crop`, which gives the images one size again.
+  cfg.sizes = ()
   cfg.augment = ml_collections.ConfigDict()
   cfg.augment.random_scale = ml_collections.FieldReference(None, field_type=tuple)  # (lo, hi).
   cfg.augment.crop = ml_collections.FieldReference(None, field_type=tuple)  # (H, W) crop.
@@ -62,8 +66,9 @@ def stream_config(dataset, size, split='train'):
 ADDED_STAGE_SETTINGS = {
     'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99],
     'stage.optim.d_optimizer': 'adam',
-    **{f'stage.{stream}.augment.{key}': value for stream in ('source', 'target')
-       for key, value in (('per_axis_scale', False), ('crop_redraws', 0))},
+    **{f'stage.{stream}.{key}': value for stream in ('source', 'target')
+       for key, value in (('augment.per_axis_scale', False), ('augment.crop_redraws', 0),
+                          ('sizes', []))},
     # DiGA's SYNTHIA settings (the GTA5 scripts' CE and augmentation probabilities).
     'stage.options.seg_loss': 'ce', 'stage.options.ohem_thresh': 0.7,
     'stage.options.ohem_min_kept': 100_000, 'stage.options.jitter_p': 0.5,

@@ -174,10 +174,16 @@ def _stream(config, key, cfg):
   config_lib.check_size(f'{key}.size', cfg.size)
   aug = cfg.augment
   config_lib.check_size(f'{key}.augment.crop', aug.crop, optional=True)
+  for i, size in enumerate(cfg.sizes):
+    config_lib.check_size(f'{key}.sizes[{i}]', size)
+  if cfg.sizes and not aug.crop:
+    raise errors.UserError(f'config.{key}.sizes: images of several sizes need '
+                           f'{key}.augment.crop to be batched together; got no crop')
   return data_pipeline.Stream(
       dataset=cfg.dataset, root=config.roots[cfg.dataset], split=cfg.split,
       size=tuple(cfg.size), normalization=config.normalization, num_classes=config.num_classes,
       skip_unreadable=bool(config.skip_unreadable_images),
+      sizes=tuple(tuple(size) for size in cfg.sizes),
       augment=data_pipeline.Augment(
           random_scale=tuple(aug.random_scale) if aug.random_scale else None,
           crop=tuple(aug.crop) if aug.crop else None, flip=bool(aug.flip),

@@ -183,6 +183,24 @@ def test_train_preprocessing_is_pixel_exact(gta5, data_dir):
   assert seen == set(refs)  # one epoch of 6 covers every image once
 
 
+def test_cycled_sizes_resize_each_batch_position_to_its_size(gta5, data_dir):
+  """sizes ((7, 9), (9, 12)), crop 7x9: every batch's first image is the whole 7x9 resize of
+  some image, its second a 7x9 window of some image's 9x12 resize (DiGA's two sizes)."""
+  sizes = ((7, 9), (9, 12))
+  refs = {size: [reference_image(gta5 / 'images' / f'{i:05d}.png', size) for i in range(1, 7)]
+          for size in sizes}
+  stream = pipeline.Stream(dataset='gta5', root=str(gta5), size=(7, 9), sizes=sizes,
+                           augment=pipeline.Augment(crop=(7, 9)))
+  windows = lambda ref: [ref[r:r + 7, c:c + 9] for r in range(3) for c in range(4)]
+  for batch in take(pipeline.make_train_dataset(stream, global_batch_size=2, seed=0,
+                                                data_dir=data_dir, shard_index=0,
+                                                shard_count=1), 3):
+    assert any(np.array_equal(batch['image'][0], ref) for ref in refs[sizes[0]])
+    assert any(np.array_equal(batch['image'][1], w)
+               for ref in refs[sizes[1]] for w in windows(ref))
+    assert not any(np.array_equal(batch['image'][1], ref) for ref in refs[sizes[0]])
+
+
 AUGMENT = dict(random_scale=(0.5, 1.5), crop=(5, 8), flip=True)
 
 

@@ -391,6 +391,12 @@ def test_gta2cs_config_has_the_official_settings_and_needs_the_translator(tmp_pa
     assert stage.source.augment.per_axis_scale and stage.source.augment.crop_redraws == 5
     assert stage.target.augment.crop_redraws == 0
   assert config.eval.scales == (1.0, 0.5) and config.eval.input_size == (1024, 2048)
+  gta, cs = ((720, 1280), (1052, 1914)), ((512, 1024), (1024, 2048))  # (low, full) sizes.
+  warmup, selftrain = config.stages.warmup, config.stages.selftrain1
+  assert warmup.source.sizes == (gta[0],) + (gta[1],) * 2 and warmup.batch_size == 3
+  assert selftrain.target.sizes == (cs[0],) * 2 + (cs[1],) and selftrain.batch_size == 3
+  translator = config.stages.translator
+  assert translator.source.sizes == gta and translator.target.sizes == cs
   assert config.stages.warmup.options.lambda_distil == 0.5
   assert config.stages.selftrain2.options.lambda_distil == 0.25
   assert config.stages.selftrain2.frozen.labeler == 'stage:selftrain1'

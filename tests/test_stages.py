@@ -140,6 +140,11 @@ def test_paradigm_d_needs_a_c_student(tmp_path):
     ('stages.student.source.size', (64,), r'config\.stages\.student\.source\.size: expected '
                                           r'\(height, width\)'),
     ('stages.student.source.dataset', 'kitti', r'config\.stages\.student\.source\.dataset'),
+    ('stages.student.source.sizes', ((64, 64), (32,)),
+     r'config\.stages\.student\.source\.sizes\[1\]: expected \(height, width\)'),
+    ('stages.student.source.sizes', ((64, 64), (32, 32)),
+     r'config\.stages\.student\.source\.sizes: images of several sizes need '
+     r'stages\.student\.source\.augment\.crop'),
     ('stages.distill_a.init', 'stage:nope', r"distill_a\.init: 'stage:nope' names no stage"),
     ('stages.distill_a.init', '/nonexistent', r'distill_a\.init: expected a variables directory'),
     ('stages.distill_a.players', 'stage:distill_c', r"distill_a\.players: stage 'distill_c' has "

@@ -201,6 +201,8 @@ def test_synthia2cs_config_has_the_official_synthia_settings(tmp_path):
     assert (stage.num_steps, stage.batch_size) == (steps, batch)
     assert stage.options.lambda_distil == distil
     assert stage.source.dataset == 'synthia' and stage.source.size == (760, 1280)
+    assert stage.source.sizes == ((760, 1280),) + ((1140, 1920),) * (batch - 1)
+    assert stage.target.sizes == ((512, 1024),) + ((1024, 2048),) * (batch - 1)
     assert stage.source.augment.random_scale == rescale
     assert stage.source.augment.crop == (512, 896) and stage.source.augment.crop_redraws == 5
     assert stage.target.dataset == 'cityscapes' and stage.options.seg_loss == 'ohem'

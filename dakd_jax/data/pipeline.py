@@ -64,6 +64,9 @@ class Stream:
     root: the official extracted folder (see datasets/<name>/README.md).
     split: split of the builder ('train' | 'val'; TFDS slices such as 'train[:100]' work).
     size: (H, W) every image and label is resized to (bicubic / nearest), or None.
+    sizes: sizes cycled over the examples in place of `size`: example k of this host's stream
+      (position k % batch in its batch when the batch is a multiple of len(sizes)) is resized to
+      sizes[k % len(sizes)]; () = `size` for every example. Needs `augment.crop`.
     normalization: 'caffe' (BGR minus mean, 0-255; official) | 'imagenet'.
     augment: random augmentation after the resize.
     num_classes: the label set labels are mapped to (19 Cityscapes classes, 7 MuHDi
@@ -83,6 +86,7 @@ class Stream:
   num_classes: int = 19
   skip_unreadable: bool = False
   pseudo_labels: str = ''
+  sizes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +226,12 @@ def make_train_dataset(stream: Stream, *, global_batch_size: int, seed: int, dat
   ds = ds.map(transforms.Decode(allow_size_mismatch=cls.ALLOW_SIZE_MISMATCH, skipped=skipped,
                                 pseudo_labels=stream.pseudo_labels))
   label_space = labels.CLASS_ID if stream.pseudo_labels else cls.LABEL_SPACE
-  if stream.size:
+  if stream.sizes:
+    if not augment.crop:
+      raise ValueError(f'{stream.dataset}: sizes {stream.sizes} need a crop to batch the images')
+    ds = ds.map_with_index(transforms.CycledResize(tuple(map(tuple, stream.sizes)),
+                                                   cls.PAD_LABEL))
+  elif stream.size:
     ds = ds.map(transforms.Resize(tuple(stream.size), tuple(stream.size), cls.PAD_LABEL))
   if augment.random_scale:
     ds = ds.random_map(transforms.RandomScale(tuple(augment.random_scale),

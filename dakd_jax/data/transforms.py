@@ -192,6 +192,18 @@ class Resize(grain.transforms.Map):
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class CycledResize(grain.transforms.MapWithIndex):
+  """`Resize` of example k (image and label) to `sizes[k % len(sizes)]` (DiGA's batches of images
+  at two sizes: 1 resized to 720x1280 and 2 kept at full resolution, then cropped alike)."""
+  sizes: tuple[tuple[int, int], ...]
+  pad_label: int | None = None
+
+  def map_with_index(self, index: int, element: dict) -> dict:
+    size = self.sizes[index % len(self.sizes)]
+    return Resize(size, size, self.pad_label).map(element)
+
+
 def _pad(image: Image.Image, canvas: tuple[int, int], fill: int) -> Image.Image:
   """`image` at the top-left of a `canvas` = (width, height) filled with `fill` (grey) or
   (fill, fill, fill)."""

@@ -24,7 +24,8 @@ COLUMNS = ('stage', 'method', 'network', 'batch', 'source (H x W)', 'target (H x
 
 def _size(stream):
   crop = stream.augment.crop
-  return f'{stream.dataset} {stream.size[0]}x{stream.size[1]}' + (
+  sizes = ' + '.join('{}x{}'.format(*size) for size in (stream.sizes or (stream.size,)))
+  return f'{stream.dataset} {sizes}' + (
       f', crop {crop[0]}x{crop[1]}' if crop else '')
 
 
