@@ -17,7 +17,11 @@ DiGA's released translator instead, skip the stage:
   python -m dakd_jax.tools.convert --model diga_translator --torch-checkpoint enc_s.pth \
     --decoder-checkpoint dec_s2t.pth --out weights/diga_translator
   ... --config.translator=weights/diga_translator --config.pipeline=warmup,selftrain1,selftrain2
-`weights/diga_init` comes from a DiGA SegModel state dict (`--model diga_deeplabv2_r101`).
+`weights/diga_init` is where the official scripts start, DeepLab's ImageNet/COCO init (the
+backbone; the head drawn fresh):
+  python -m dakd_jax.tools.convert --model diga_deeplabv2_r101 \
+    --torch-checkpoint DeepLab_resnet_pretrained_init-f81d91e8.pth --out weights/diga_init
+(a DiGA SegModel state dict converts the same way).
 
 Official settings kept: SGD 2.5e-4 with the head at x10, momentum 0.9, weight decay 5e-4, poly 0.9,
 80,000 steps per stage; each step's images per domain at two sizes as the scripts' two loaders

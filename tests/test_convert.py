@@ -131,6 +131,37 @@ def test_deeplab_two_branches_loads_all_four():
                                 state['layer3.22.bn3.running_mean'].numpy())
 
 
+def _deeplab_init_state():
+  """A state dict shaped like `DeepLab_resnet_pretrained_init-f81d91e8.pth`: the ResNet-101 and a
+  21-class (COCO) ASPP on layer4 as `layer5`, everything under `Scale.`."""
+  torch.manual_seed(0)
+  coco = R.DeepLabMulti(num_classes=21).state_dict()
+  renamed = lambda k: 'layer5.' + k[len('layer6.'):] if k.startswith('layer6.') else k
+  return {'Scale.' + renamed(k): v for k, v in coco.items() if not k.startswith('layer5.')}
+
+
+@pytest.mark.slow  # Initialises two ResNet-101s (the heads' fresh draws).
+@pytest.mark.parametrize('name', ['deeplabv2_r101', 'diga_deeplabv2_r101'])
+def test_deeplab_init_gives_the_backbone_and_the_models_own_fresh_heads(name):
+  init = _deeplab_init_state()
+  variables = convert.torch_to_flax(init, name, seed=3)
+  assert models.count_params(variables) == models.count_params(
+      models.abstract_variables(name, 19))
+  np.testing.assert_array_equal(variables['params']['conv1']['kernel'],
+                                init['Scale.conv1.weight'].numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(variables['batch_stats']['bn1']['var'],
+                                init['Scale.bn1.running_var'].numpy())
+  np.testing.assert_array_equal(variables['batch_stats']['layer3']['block22']['bn3']['mean'],
+                                init['Scale.layer3.22.bn3.running_mean'].numpy())
+  fresh = networks.init_variables(models.create_model(name, 19), jax.random.PRNGKey(3))
+  for head in models.head_modules(name):  # No COCO weight reaches a head.
+    for a, b in zip(jax.tree.leaves(variables['params'][head]),
+                    jax.tree.leaves(fresh['params'][head]), strict=True):
+      np.testing.assert_array_equal(a, np.asarray(b))
+  with pytest.raises(ValueError, match='a DeepLab init .Scale.. keys. converts into one of'):
+    convert.torch_to_flax(init, 'drn_d_22')
+
+
 def test_cli_round_trip(tmp_path):
   torch.manual_seed(0)
   ref = R.randomize_batchnorm_(R.DRNSeg('drn_d_22', width=0.125, aux_tap='layer7'), seed=2)

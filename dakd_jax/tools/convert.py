@@ -21,6 +21,12 @@ Accepted key sets (a `module.` prefix and a checkpoint dict wrapping the state d
   power-iteration vectors go to the `spectral` collection.
 - DiGA's SegModel: `layer0.{0,1}` (stem conv and BN), `layer1..4`, `final` (ProDA head:
   `conv2d_list.{0..4}.{0,1}`, `bottleneck.0.se.{0,2}`, `bottleneck.{1,2}`, `head.1`).
+- DeepLab's ImageNet/COCO init (`DeepLab_resnet_pretrained_init-f81d91e8.pth`, where every
+  official DeepLab-v2 run starts): the ResNet-101 under `Scale.` plus a 21-class COCO ASPP
+  `Scale.layer5`. It converts into `deeplabv2_r101`, `muhdi_deeplabv2_r101` and
+  `diga_deeplabv2_r101` (whose stem is `layer0.{0,1}`): the backbone from the file, the COCO head
+  dropped and the model's heads drawn by its own initialisers from `seed`, as the official
+  scripts' loading loops skip `layer5` and keep their fresh heads.
 - DiGA's translator: two files, `enc_s.pth` and `dec_s2t.pth` (`translator_state_dict` joins
   them; on the command line `--torch-checkpoint enc_s.pth --decoder-checkpoint dec_s2t.pth`).
 - torchvision's VGG-19 (`vgg19_features`, the perceptual loss's network): `features.{i}` up to
@@ -161,6 +167,42 @@ def _normalise_state_dict(obj: Any) -> Dict[str, np.ndarray]:
           for k, v in obj.items()}
 
 
+DEEPLAB_INIT_PREFIX = 'Scale.'
+DEEPLAB_INIT_MODELS = ('deeplabv2_r101', 'muhdi_deeplabv2_r101', 'diga_deeplabv2_r101')
+
+
+def _from_deeplab_init(state: Mapping[str, np.ndarray], model_name: str) -> Dict[str, np.ndarray]:
+  """The DeepLab init's backbone under `model_name`'s keys, its COCO `layer5` left out."""
+  if model_name not in DEEPLAB_INIT_MODELS:
+    raise ValueError(f'a DeepLab init ({DEEPLAB_INIT_PREFIX}* keys) converts into one of '
+                     f'{", ".join(DEEPLAB_INIT_MODELS)}, not {model_name}')
+  stem = {'conv1.': 'layer0.0.', 'bn1.': 'layer0.1.'} if model_name.startswith('diga') else {}
+  backbone = {}
+  for key, value in state.items():
+    key = key[len(DEEPLAB_INIT_PREFIX):]
+    if key.startswith('layer5.'):
+      continue
+    old = next((o for o in stem if key.startswith(o)), None)
+    backbone[stem[old] + key[len(old):] if old else key] = value
+  return backbone
+
+
+def _initial_leaves(model_name: str, num_classes: int, seed: int, options: Mapping[str, Any],
+                    paths: Sequence[Tuple[str, ...]]) -> Dict[Tuple[str, ...], np.ndarray]:
+  """The leaves at `paths` of the model's random initial variables (`networks.init_variables`
+  with PRNGKey(seed), as a stage starting from random weights draws them)."""
+  from dakd_jax import networks  # pylint: disable=g-import-not-at-top  (Orbax is heavy)
+  variables = networks.init_variables(models.create_model(model_name, num_classes, **options),
+                                      jax.random.PRNGKey(seed))
+  out = {}
+  for path in paths:
+    node = variables
+    for name in path:
+      node = node[name]
+    out[path] = np.array(node, np.float32)
+  return out
+
+
 def _fresh_head(num_classes: int, in_features: int, seed: int,
                 index: int) -> Dict[str, np.ndarray]:
   """Initial parameters of one DRN head (used when converting an ImageNet classifier)."""
@@ -179,7 +221,8 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
       under 'state_dict'/'model', or an nn.Module); a `module.` prefix is stripped.
     model_name: a `dakd_jax.models` name.
     num_classes: classes of the heads (discriminator: input channels).
-    seed: seeds the DRN heads when `state_dict` is an ImageNet classifier without them.
+    seed: seeds the heads when `state_dict` has none: DRN's from an ImageNet classifier,
+      DeepLab's from the DeepLab init.
     **options: model options (e.g. `width`, `aux_tap`, `aspp_branches`, `ndf`, `conv_dim`).
 
   Returns:
@@ -190,6 +233,10 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     ValueError: one error listing every missing, unexpected and mis-shaped key.
   """
   state = _normalise_state_dict(state_dict)
+  deeplab_init = bool(state) and all(k.startswith(DEEPLAB_INIT_PREFIX) for k in state)
+  if deeplab_init:
+    state = _from_deeplab_init(state, model_name)
+  fresh_heads = set(models.head_modules(model_name)) if deeplab_init else set()
   if model_name == 'skd_discriminator':
     state = _sagan_spectral_names(state)
   abstract = models.abstract_variables(model_name, num_classes, **options)
@@ -197,7 +244,7 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
   base_prefix = 'base.' if family == 'drn' and any(k.startswith('base.') for k in state) else ''
   released_teacher = family == 'pspnet' and any(k.startswith('head.0.') for k in state)
   imagenet_drn = family == 'drn' and not base_prefix
-  used, missing, misshaped, fresh = set(), [], [], {}
+  used, missing, misshaped, fresh, initialised = set(), [], [], {}, []
   flat = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
     names = tuple(p.key for p in path)
@@ -210,6 +257,9 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
     if key not in state:
       if imagenet_drn and var_path[0] in drn.DRNSeg.HEAD_MODULES:
         fresh[var_path[0]] = leaf
+        continue
+      if var_path[0] in fresh_heads:
+        initialised.append((collection,) + var_path)
         continue
       missing.append(key)
       continue
@@ -233,6 +283,8 @@ def torch_to_flax(state_dict: Any, model_name: str, *, num_classes: int = 19, se
         ('missing keys', missing), ('unexpected keys', unexpected),
         ('mis-shaped keys', misshaped)) if items]
     raise ValueError(f'state_dict does not match {model_name}: ' + '; '.join(problems))
+  if initialised:
+    flat.update(_initial_leaves(model_name, num_classes, seed, options, initialised))
   for index, head in enumerate(sorted(fresh)):
     in_features = abstract['params'][head]['kernel'].shape[2]
     for leaf_name, value in _fresh_head(num_classes, in_features, seed, index).items():
