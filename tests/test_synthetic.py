@@ -105,7 +105,7 @@ def test_labels_are_cityscapes_label_ids(trees):
   assert len(masks) == SMALL['num_bdd_train'] + SMALL['num_bdd_val']
   for split in ('train', 'val'):
     for index in range(2):
-      name = synthetic._bdd_name(0, split, index)  # pylint: disable=protected-access
+      name = synthetic.layouts._bdd_name(0, split, index)  # pylint: disable=protected-access
       _, label = synthetic.render_scene('bdd100k', synthetic.scene_rng(0, 'bdd100k', split, index),
                                         SMALL['size'])
       with Image.open(os.path.join(roots['bdd100k'], 'labels', 'sem_seg', 'masks', split,
