@@ -65,7 +65,7 @@ def stream_config(dataset, size, split='train'):
 # the setting keeps that value.
 ADDED_STAGE_SETTINGS = {
     'stage.optim.optimizer': 'sgd', 'stage.optim.betas': [0.9, 0.99],
-    'stage.optim.d_optimizer': 'adam',
+    'stage.optim.d_optimizer': 'adam', 'stage.seed': -1,
     **{f'stage.{stream}.{key}': value for stream in ('source', 'target')
        for key, value in (('augment.per_axis_scale', False), ('augment.crop_redraws', 0),
                           ('sizes', []))},
@@ -113,6 +113,10 @@ def stage_config(method, network, *, row, source, target, batch_size, num_steps,
   # A directory holding this stage's already trained network (e.g. a converted official
   # model): the stage is evaluated, not trained, and 'stage:<name>' refers to it.
   cfg.trained = ''
+  # The stage's own seed (initialisation, state RNG, data order); -1 = the run's (config.seed).
+  # A fixed seed trains the stage the same in every run seed: a stage standing in for released
+  # weights (ImageNet, a published teacher), which real runs of any seed all start from.
+  cfg.seed = -1
   cfg.row = row  # Its row in the results table.
   cfg.reference = reference  # The official script this stage reproduces.
   cfg.deviations = deviations  # Deliberate differences from that script.

@@ -42,10 +42,12 @@ CONTINUAL_TABLE = 'continual.md'  # mIoU per evaluated domain and forgetting (ev
 ORACLE_ROW = '{row} [oracle: best of {num_evaluations} on target val, step {step}]'
 
 
-def run_settings(config):
-  """The run-level `RunSettings` of `config` (call after `prepare_inputs` set `data_dir`)."""
+def run_settings(config, stage=None):
+  """The `RunSettings` of `config` (call after `prepare_inputs` set `data_dir`); with the
+  `StageSpec` `stage`, those it trains with (its own seed, if it has one)."""
+  seed = config.seed if stage is None or stage.seed is None else stage.seed
   return train_lib.RunSettings(
-      seed=config.seed, data_dir=config.data_dir, compute_dtype=config.compute_dtype,
+      seed=seed, data_dir=config.data_dir, compute_dtype=config.compute_dtype,
       frozen_dtype=config.frozen_dtype, remat=config.remat, bn_sync=config.bn_sync,
       log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
       max_to_keep=config.train.max_to_keep, prefetch_to_device=config.train.prefetch_to_device,
@@ -157,7 +159,7 @@ def run_stage(config, stage, evaluator, workdir, also=None):
   if stage.trained:
     export, step = stage.trained, -1
   else:
-    run = run_settings(config)
+    run = run_settings(config, stage)
     evaluate = ((lambda variables: evaluator(stage.network, variables))
                 if run.eval_every and is_scored(stage) else None)
     export = train_lib.train(stage, run, directory, evaluate=evaluate, hparams={

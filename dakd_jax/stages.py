@@ -58,6 +58,7 @@ class StageSpec:
     players: directory holding `<player>/` variables directories to start the players from
       ('' = random).
     trained: a variables directory holding the already trained network ('' = train it).
+    seed: the stage's own seed, in place of the run's (None = the run's).
   """
   name: str
   row: str
@@ -74,6 +75,7 @@ class StageSpec:
   frozen_networks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
   players: str = ''
   trained: str = ''
+  seed: int | None = None
 
   def trained_by(self) -> dict[str, Any]:
     """The record written into the export's model.json."""
@@ -275,6 +277,9 @@ def build(config, name, workdir, order):
   if set(frozen) != set(method.frozen):
     raise errors.UserError(f'config.{key}.frozen: method {method.name!r} needs exactly '
                            f'{sorted(method.frozen)}, got {sorted(frozen)}')
+  if not isinstance(cfg.seed, int) or cfg.seed < -1:
+    raise errors.UserError(
+        f"config.{key}.seed: expected -1 (the run's seed) or a seed >= 0, got {cfg.seed!r}")
   trained = cfg.trained
   if trained and not os.path.isdir(trained):
     raise errors.UserError(f'config.{key}.trained: expected a variables directory, got {trained!r}')
@@ -298,7 +303,7 @@ def build(config, name, workdir, order):
       frozen_networks={role: _without_record(resolve.network(f'{key}.frozen.{role}', ref, name))
                        for role, ref in frozen.items()},
       players=resolve.players(f'{key}.players', cfg.players, name) if cfg.players else '',
-      trained=trained)
+      trained=trained, seed=None if cfg.seed == -1 else cfg.seed)
 
 
 def plan(config, workdir):

@@ -11,6 +11,8 @@ from configs import gta2cs_advent
 from configs import gta2cs_deeplab
 from configs import gta2cs_minent
 from dakd_jax import config as config_lib
+from dakd_jax import errors
+from dakd_jax import experiment
 from dakd_jax import methods
 from dakd_jax import networks as networks_lib
 from dakd_jax import stages as stages_lib
@@ -52,6 +54,20 @@ def test_stages_follow_the_official_scripts(module, tmp_path):
       assert "parses as 512 wide, 1024 tall" in config.stages[name].deviations
     checked += 1
   assert checked >= 5
+
+
+def test_a_stage_seed_replaces_the_run_seed_for_that_stage_only(tmp_path):
+  config = gta2cs.get_config()
+  config.seed = 3
+  config.stages.teacher.seed = 0
+  stages = plan(config, tmp_path)
+  assert (stages['teacher'].seed, stages['student'].seed) == (0, None)
+  assert experiment.run_settings(config, stages['teacher']).seed == 0
+  assert experiment.run_settings(config, stages['student']).seed == 3
+  assert experiment.run_settings(config).seed == 3
+  config.stages.teacher.seed = -2
+  with pytest.raises(errors.UserError, match=r"^config.stages.teacher.seed: expected -1 "):
+    plan(config, tmp_path)
 
 
 def test_teacher_methods_of_table_2_and_students_keep_adaptsegnet(tmp_path):

@@ -185,7 +185,7 @@ def benchmark_train_step(config, stage_name: str, warmup: int, iters: int, seed:
   With `compile_only` the step is not run: `step_time_s`, `images_per_s` and `mfu` are None.
   """
   stage = stage_spec(config, stage_name)
-  run = experiment.run_settings(config)
+  run = experiment.run_settings(config, stage)
   variables = train_lib.random_variables(stage, run, frozen=True)
   built = build_stage(stage, run, variables)
   host_batch = random_batch(stage, config.num_classes, seed)

@@ -255,7 +255,8 @@ def _parity(config, stage_name, num_steps, seed, device, jax_devices):
   stage = benchmark.stage_spec(config, stage_name)
   nets = torch_networks(stage, seed)
   initial = flax_variables(nets, stage)
-  built = benchmark.build_stage(stage, experiment.run_settings(config), initial, jax_devices)
+  built = benchmark.build_stage(stage, experiment.run_settings(config, stage), initial,
+                                jax_devices)
   trainer = make_trainer(stage, nets, TorchForm(), device)
   state, steps = built.state, []
   for i in range(num_steps):
@@ -296,7 +297,7 @@ class Timing:
 def time_jax(config, stage_name: str, nets, warmup: int, iters: int,
              jax_devices: Optional[Sequence[jax.Device]] = None, seed: int = 0) -> Timing:
   stage = benchmark.stage_spec(config, stage_name)
-  built = benchmark.build_stage(stage, experiment.run_settings(config),
+  built = benchmark.build_stage(stage, experiment.run_settings(config, stage),
                                 flax_variables(nets, stage), jax_devices)
   batch = built.global_batch(benchmark.random_batch(stage, config.num_classes, seed))
   state = built.state
