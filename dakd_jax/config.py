@@ -92,7 +92,7 @@ def optim_config(lr=2.5e-4, head_lr_mult=1.0, d_lr=1e-4, d_optimizer='adam', opt
 
 
 def stage_config(method, network, *, row, source, target, batch_size, num_steps,
-                 schedule_steps=0, optim=None, init='', frozen=None, reference='',
+                 schedule_steps=0, optim=None, init='', frozen=None, seed=-1, reference='',
                  deviations='', **options):
   """One stage. `options` override the method's defaults (`methods.default_options`)."""
   cfg = ml_collections.ConfigDict()
@@ -116,7 +116,7 @@ def stage_config(method, network, *, row, source, target, batch_size, num_steps,
   # The stage's own seed (initialisation, state RNG, data order); -1 = the run's (config.seed).
   # A fixed seed trains the stage the same in every run seed: a stage standing in for released
   # weights (ImageNet, a published teacher), which real runs of any seed all start from.
-  cfg.seed = -1
+  cfg.seed = seed
   cfg.row = row  # Its row in the results table.
   cfg.reference = reference  # The official script this stage reproduces.
   cfg.deviations = deviations  # Deliberate differences from that script.
