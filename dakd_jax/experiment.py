@@ -44,8 +44,8 @@ ORACLE_ROW = '{row} [oracle: best of {num_evaluations} on target val, step {step
 
 def run_settings(config, stage=None):
   """The `RunSettings` of `config` (call after `prepare_inputs` set `data_dir`); with the
-  `StageSpec` `stage`, those it trains with (its own seed, if it has one)."""
-  seed = config.seed if stage is None or stage.seed is None else stage.seed
+  `StageSpec` `stage`, those it trains with (its seed)."""
+  seed = config.seed if stage is None else stage.seed
   return train_lib.RunSettings(
       seed=seed, data_dir=config.data_dir, compute_dtype=config.compute_dtype,
       frozen_dtype=config.frozen_dtype, remat=config.remat, bn_sync=config.bn_sync,

@@ -58,7 +58,7 @@ class StageSpec:
     players: directory holding `<player>/` variables directories to start the players from
       ('' = random).
     trained: a variables directory holding the already trained network ('' = train it).
-    seed: the stage's own seed, in place of the run's (None = the run's).
+    seed: the seed it trains with: its own (`stages.<name>.seed`) or the run's.
   """
   name: str
   row: str
@@ -75,7 +75,7 @@ class StageSpec:
   frozen_networks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
   players: str = ''
   trained: str = ''
-  seed: int | None = None
+  seed: int = 0
 
   def trained_by(self) -> dict[str, Any]:
     """The record written into the export's model.json."""
@@ -303,7 +303,7 @@ def build(config, name, workdir, order):
       frozen_networks={role: _without_record(resolve.network(f'{key}.frozen.{role}', ref, name))
                        for role, ref in frozen.items()},
       players=resolve.players(f'{key}.players', cfg.players, name) if cfg.players else '',
-      trained=trained, seed=None if cfg.seed == -1 else cfg.seed)
+      trained=trained, seed=config.seed if cfg.seed == -1 else cfg.seed)
 
 
 def plan(config, workdir):

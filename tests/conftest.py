@@ -47,6 +47,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def xla_optimised():
+  """XLA's optimisation passes on for one test (the suite turns most of them off, above)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  disabled = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", disabled)
+
+
+@pytest.fixture
 def torch():
   """The torch module; a test taking it is marked `torch`."""
   import torch as torch_module  # pylint: disable=g-import-not-at-top

@@ -61,7 +61,7 @@ def test_a_stage_seed_replaces_the_run_seed_for_that_stage_only(tmp_path):
   config.seed = 3
   config.stages.teacher.seed = 0
   stages = plan(config, tmp_path)
-  assert (stages['teacher'].seed, stages['student'].seed) == (0, None)
+  assert (stages['teacher'].seed, stages['student'].seed) == (0, 3)
   assert experiment.run_settings(config, stages['teacher']).seed == 0
   assert experiment.run_settings(config, stages['student']).seed == 3
   assert experiment.run_settings(config).seed == 3

@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import os
 
 from configs import tiny
 import jax
@@ -250,15 +249,6 @@ def test_one_device_equals_eight_devices():
   eight = _two_steps(b8, stage)
   assert len(eight[1]['loss/total'].sharding.device_set) == 8
   _assert_same_run(_two_steps(b1, stage), eight, b1.state)
-
-
-@pytest.fixture
-def xla_optimised():
-  """XLA's optimisation passes on for one test (tests/conftest.py turns most of them off)."""
-  jax.config.update('jax_disable_most_optimizations', False)
-  yield
-  jax.config.update('jax_disable_most_optimizations',
-                    os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS', '0') == '1')
 
 
 @pytest.mark.usefixtures('xla_optimised')
